@@ -1,0 +1,132 @@
+"""Checks of the composed config, run before any data is touched or any model is built.
+
+Each problem becomes one ConfigError line naming the key, the bad value and a fix, so a
+typo costs a second, not a crashed run an hour in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+from cifar_lab.errors import ConfigError
+
+FLIP_MODES = ("none", "random", "alternating")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+TEST_CKPT = ("best", "last")
+# training-set sizes of sources whose size is known without reading them
+_KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int]] = {
+    "cifar_lab.data.sources.TorchvisionCIFAR10": lambda src: 50_000,
+    "cifar_lab.data.sources.SyntheticSource": lambda src: int(src.num_classes) * int(src.train_per_class),
+}
+
+_MISSING = object()
+
+
+def _get(cfg: DictConfig, key: str, default: Any = _MISSING) -> Any:
+    try:
+        value = OmegaConf.select(cfg, key, default=default, throw_on_missing=True)
+    except MissingMandatoryValue:
+        raise ConfigError(f"{key} is required but not set: add {key}=... to the command line") from None
+    except InterpolationResolutionError as err:
+        raise ConfigError(f"{key} cannot be resolved: {err}".splitlines()[0]) from None
+    if value is _MISSING:
+        raise ConfigError(f"{key} is missing from the config")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive_int(cfg: DictConfig, key: str) -> int:
+    value = _get(cfg, key)
+    _require(_is_int(value) and value > 0, f"{key}={value!r} must be a positive integer")
+    return value
+
+
+def _validate_data(cfg: DictConfig) -> None:
+    _positive_int(cfg, "data.batch_size")
+    _positive_int(cfg, "data.eval_batch_size")
+    val_size = _get(cfg, "data.val_size")
+    _require(_is_int(val_size) and val_size >= 0, f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)")
+    flip = _get(cfg, "data.flip")
+    _require(flip in FLIP_MODES, f"data.flip={flip!r} is not one of: {', '.join(FLIP_MODES)}")
+    for key in ("data.translate", "data.cutout"):
+        value = _get(cfg, key)
+        _require(_is_int(value) and value >= 0, f"{key}={value!r} must be a whole number of pixels >= 0")
+    source = _get(cfg, "data.source")
+    target = source.get("_target_") if isinstance(source, DictConfig) else None
+    _require(target is not None, "data.source needs a _target_ (pick data=cifar10, data=folder or data=synthetic)")
+    if target.endswith("ImageFolderSource"):
+        try:
+            path = _get(cfg, "data.source.path")
+        except ConfigError:
+            raise ConfigError(
+                "data=folder needs a path: add data.path=PATH (a folder or .tar/.tar.gz/.zip with train/<class>/ and test/<class>/)"
+            ) from None
+        _require(Path(str(path)).expanduser().exists(), f"data.path={path!r} does not exist: point it at a folder or archive of train/ and test/ images")
+    if target in _KNOWN_TRAIN_SIZE:
+        n_train = _KNOWN_TRAIN_SIZE[target](source)
+        _require(
+            val_size < n_train,
+            f"data.val_size={val_size} is too large: the training split has {n_train} images; use at most {n_train - 1}",
+        )
+
+
+def _validate_optimization(cfg: DictConfig) -> None:
+    _require(_get(cfg, "model._target_", None) is not None, "model has no _target_: pick one with model=NAME")
+    _require(_get(cfg, "optimizer._target_", None) is not None, "optimizer has no _target_: pick one with optimizer=NAME")
+    lr = _get(cfg, "optimizer.lr")
+    _require(_is_number(lr) and lr > 0, f"optimizer.lr={lr!r} must be a positive number")
+    weight_decay = _get(cfg, "optimizer.weight_decay", 0.0)
+    _require(_is_number(weight_decay) and weight_decay >= 0, f"optimizer.weight_decay={weight_decay!r} must be a number >= 0")
+    momentum = _get(cfg, "optimizer.momentum", 0.0)
+    _require(_is_number(momentum) and 0 <= momentum < 1, f"optimizer.momentum={momentum!r} must be in [0, 1)")
+    smoothing = _get(cfg, "module.label_smoothing", 0.0)
+    _require(_is_number(smoothing) and 0 <= smoothing < 1, f"module.label_smoothing={smoothing!r} must be in [0, 1)")
+    scheduler = _get(cfg, "scheduler", None)
+    _require(
+        not scheduler or "_target_" in scheduler,
+        "scheduler has no _target_: pick scheduler=onecycle, cosine or none",
+    )
+
+
+def _validate_trainer(cfg: DictConfig) -> None:
+    max_epochs = _get(cfg, "trainer.max_epochs", None)
+    max_steps = _get(cfg, "trainer.max_steps", -1)
+    if not (_is_int(max_steps) and max_steps > 0):
+        _require(
+            _is_int(max_epochs) and max_epochs > 0,
+            f"trainer.max_epochs={max_epochs!r} must be a positive integer (or set trainer.max_steps)",
+        )
+    precision = str(_get(cfg, "trainer.precision", "32-true"))
+    _require(precision in PRECISIONS, f"trainer.precision={precision!r} is not one of: {', '.join(PRECISIONS)}")
+    test_ckpt = _get(cfg, "test_ckpt", "best")
+    _require(test_ckpt in TEST_CKPT, f"test_ckpt={test_ckpt!r} must be 'best' or 'last'")
+    seed = _get(cfg, "seed")
+    _require(_is_int(seed) and seed >= 0, f"seed={seed!r} must be a whole number >= 0")
+    ckpt_path = _get(cfg, "ckpt_path", None)
+    if ckpt_path is not None:
+        _require(Path(str(ckpt_path)).is_file(), f"ckpt_path={ckpt_path!r} is not a file: give the path of a .ckpt to resume from")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first invalid value of the composed training config."""
+    for group in ("data", "model", "optimizer", "trainer"):
+        _require(_get(cfg, group, None) is not None, f"config group '{group}' is empty: pick one with {group}=NAME")
+    _validate_data(cfg)
+    _validate_optimization(cfg)
+    _validate_trainer(cfg)

@@ -1,0 +1,65 @@
+"""Augmentations of whole image batches (N, C, H, W) on their own device.
+
+Each op draws all its randomness from one generator in a few tensor calls, so an epoch of
+augmentation is a handful of kernels, never a Python loop over images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+FLIP_MODES = ("none", "random", "alternating")
+
+
+def random_flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Which images to mirror: each with probability 1/2."""
+    return torch.rand(n, generator=generator, device=generator.device) < 0.5
+
+
+def flip(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror the images where ``mask`` is true (left-right)."""
+    mask = mask.to(images.device).view(-1, 1, 1, 1)
+    return torch.where(mask, images.flip(-1), images)
+
+
+def translate(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to ``max_shift`` pixels in x and y (reflect padding).
+
+    Crops are grouped by offset, so the cost is 2 * (2 * max_shift + 1) slicing ops for the
+    whole batch, whatever its size.
+    """
+    if max_shift <= 0:
+        return images
+    n, c, h, w = images.shape
+    r = max_shift
+    padded = F.pad(images, (r, r, r, r), mode="reflect")
+    offsets = torch.randint(0, 2 * r + 1, (2, n), generator=generator, device=generator.device)
+    offsets = offsets.to(images.device)
+    rows = torch.empty((n, c, h, w + 2 * r), dtype=images.dtype, device=images.device)
+    for dy in range(2 * r + 1):
+        idx = (offsets[0] == dy).nonzero().squeeze(1)
+        rows[idx] = padded[idx, :, dy : dy + h, :]
+    out = torch.empty_like(images)
+    for dx in range(2 * r + 1):
+        idx = (offsets[1] == dx).nonzero().squeeze(1)
+        out[idx] = rows[idx, :, :, dx : dx + w]
+    return out
+
+
+def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square (clipped at the border) in every image.
+
+    Zero is the mean after normalization, so the square carries no signal.
+    """
+    if size <= 0:
+        return images
+    n, _, h, w = images.shape
+    gen_device = generator.device
+    cy = torch.randint(0, h, (n, 1, 1), generator=generator, device=gen_device).to(images.device)
+    cx = torch.randint(0, w, (n, 1, 1), generator=generator, device=gen_device).to(images.device)
+    ys = torch.arange(h, device=images.device).view(1, h, 1)
+    xs = torch.arange(w, device=images.device).view(1, 1, w)
+    half = size // 2
+    inside = (ys >= cy - half) & (ys < cy - half + size) & (xs >= cx - half) & (xs < cx - half + size)
+    return images.masked_fill(inside.unsqueeze(1), 0.0)

@@ -1,0 +1,153 @@
+"""The LightningDataModule: a source's decoded arrays, split and served from device memory."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from cifar_lab.data.arrays import ImageArrays
+from cifar_lab.data.loader import AugmentSpec, DeviceLoader, normalize
+from cifar_lab.data.split import stratified_split
+from cifar_lab.errors import ConfigError
+
+
+class CIFARDataModule(pl.LightningDataModule):
+    """CIFAR-style data (32x32 RGB, N classes) kept as tensors on the training device.
+
+    ``prepare_data`` only fetches (download or decode into the cache); ``setup`` only
+    splits. The official test split is never touched by the split: validation comes out
+    of train.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        val_size: int = 5000,
+        batch_size: int = 512,
+        eval_batch_size: int = 1024,
+        flip: str = "random",
+        translate: int = 2,
+        cutout: int = 0,
+        drop_last: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"data.{name}={value!r} must be a positive integer")
+        if not isinstance(val_size, int) or val_size < 0:
+            raise ConfigError(f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)")
+        self.source = source
+        self.val_size = val_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.augment_spec = AugmentSpec(flip=flip, translate=translate, cutout=cutout)
+        self.drop_last = drop_last
+        self.seed = seed
+        self._fixed_stats = (mean, std)
+        self._splits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.classes: tuple[str, ...] = ()
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    # -- Lightning hooks -------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.source.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is not None:
+            return
+        arrays: ImageArrays = self.source.load()
+        train_idx, val_idx = stratified_split(arrays.train_labels, self.val_size, self.seed)
+        self._splits = {
+            "train": (arrays.train_images[train_idx], arrays.train_labels[train_idx]),
+            "val": (arrays.train_images[val_idx], arrays.train_labels[val_idx]),
+            "test": (arrays.test_images, arrays.test_labels),
+        }
+        self.classes = tuple(arrays.classes)
+        self.mean, self.std = self._channel_stats(self._splits["train"][0])
+
+    def train_dataloader(self) -> DeviceLoader:
+        images, labels = self._on_device("train")
+        return DeviceLoader(
+            images,
+            labels,
+            self.batch_size,
+            shuffle=True,
+            drop_last=self.drop_last,
+            augment_spec=self.augment_spec,
+            seed=self.seed,
+            epoch_fn=self._current_epoch if self.trainer is not None else None,
+            rank=self.trainer.global_rank if self.trainer else 0,
+            world_size=self.trainer.world_size if self.trainer else 1,
+        )
+
+    def val_dataloader(self) -> DeviceLoader | list:
+        if self.val_size == 0:
+            return []
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DeviceLoader:
+        return self._eval_loader("test")
+
+    # -- public helpers --------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        self._require_setup()
+        return len(self.classes)
+
+    @property
+    def num_train(self) -> int:
+        self._require_setup()
+        return len(self._splits["train"][1])
+
+    def train_images(self, count: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The first ``count`` normalized, unaugmented training images (for data-driven init)."""
+        self._require_setup()
+        images = self._splits["train"][0][:count]
+        return normalize(torch.from_numpy(images).to(device), self.mean.to(device), self.std.to(device))
+
+    # -- internals -------------------------------------------------------------------
+    def _require_setup(self) -> None:
+        if self._splits is None:
+            raise RuntimeError("call setup() first: the data is not loaded yet")
+
+    def _channel_stats(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = self._fixed_stats
+        if mean is None or std is None:
+            pixels = torch.from_numpy(images).reshape(-1, images.shape[-1]).double() / 255.0
+            mean = pixels.mean(0) if mean is None else mean
+            std = pixels.std(0) if std is None else std
+        return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+
+    def _device(self) -> torch.device:
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _on_device(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        self._require_setup()
+        device = self._device()
+        cached = self._device_splits.get(split)
+        if cached is None or cached[0].device != device:
+            images, labels = self._splits[split]
+            images_t = torch.from_numpy(images).to(device)
+            cached = (
+                normalize(images_t, self.mean.to(device), self.std.to(device)),
+                torch.from_numpy(labels).long().to(device),
+            )
+            self._device_splits[split] = cached
+        return cached
+
+    def _eval_loader(self, split: str) -> DeviceLoader:
+        images, labels = self._on_device(split)
+        return DeviceLoader(images, labels, self.eval_batch_size)
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch

@@ -1,0 +1,135 @@
+"""Batches cut from one tensor that already lives on the training device.
+
+This replaces torch's DataLoader for in-memory datasets: no worker processes, no
+per-image transforms, no host-to-device copies per step. An epoch's augmentation is
+applied to the whole split at once, then batches are index slices of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from cifar_lab.data import augment
+from cifar_lab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """What to do to training images each epoch."""
+
+    flip: str = "none"
+    translate: int = 0
+    cutout: int = 0
+
+    def __post_init__(self) -> None:
+        if self.flip not in augment.FLIP_MODES:
+            raise ConfigError(f"data.flip={self.flip!r} is not one of {', '.join(augment.FLIP_MODES)}")
+        for name in ("translate", "cutout"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"data.{name}={value!r} must be a whole number >= 0 (pixels)")
+
+
+def normalize(images_nhwc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W), standardized per channel."""
+    x = images_nhwc.permute(0, 3, 1, 2).float().div_(255.0)
+    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1)).contiguous()
+
+
+class DeviceLoader:
+    """Iterates (images, labels) batches of an in-memory split.
+
+    Randomness of epoch ``e`` (order, flips, crops) comes from a generator seeded with
+    (seed, e) alone, so any epoch can be replayed exactly, also after a resume. With
+    ``world_size > 1`` each rank takes a disjoint slice of the same epoch permutation.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment_spec: AugmentSpec | None = None,
+        seed: int = 0,
+        epoch_fn: Callable[[], int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size <= 0:
+            raise ConfigError(f"batch size must be a positive integer, got {batch_size}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.augment_spec = augment_spec or AugmentSpec()
+        self.seed = seed
+        self.epoch_fn = epoch_fn
+        self.rank = rank
+        self.world_size = world_size
+        self._own_epoch = 0
+
+    @property
+    def samples_per_rank(self) -> int:
+        return len(self.images) // self.world_size if self.world_size > 1 else len(self.images)
+
+    def __len__(self) -> int:
+        n = self.samples_per_rank
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        gen = torch.Generator(device=self.images.device)
+        gen.manual_seed(self.seed * 1_000_003 + epoch)
+        return gen
+
+    def _epoch(self) -> int:
+        if self.epoch_fn is not None:
+            return int(self.epoch_fn())
+        epoch, self._own_epoch = self._own_epoch, self._own_epoch + 1
+        return epoch
+
+    def augmented(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        """The whole split as it looks in ``epoch``."""
+        spec = self.augment_spec
+        images = self.images
+        if spec.flip == "random":
+            images = augment.flip(images, augment.random_flip_mask(len(images), generator))
+        elif spec.flip == "alternating":
+            # one fixed random half is mirrored on even epochs, the other half on odd ones
+            base = augment.random_flip_mask(len(images), self._generator(-1))
+            images = augment.flip(images, base if epoch % 2 == 0 else ~base)
+        images = augment.translate(images, spec.translate, generator)
+        return augment.cutout(images, spec.cutout, generator)
+
+    def epoch_order(self, epoch: int, generator: torch.Generator) -> torch.Tensor | None:
+        """This rank's sample indices for ``epoch`` (None: all samples in order)."""
+        n = len(self.images)
+        if not self.shuffle and self.world_size == 1:
+            return None
+        order = (
+            torch.randperm(n, generator=generator, device=self.images.device)
+            if self.shuffle
+            else torch.arange(n, device=self.images.device)
+        )
+        return order[self.rank :: self.world_size][: self.samples_per_rank]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self._epoch()
+        generator = self._generator(epoch)
+        order = self.epoch_order(epoch, generator)
+        images = self.augmented(epoch, generator)
+        for i in range(len(self)):
+            start, stop = i * self.batch_size, (i + 1) * self.batch_size
+            if order is None:
+                yield images[start:stop], self.labels[start:stop]
+            else:
+                idx = order[start:stop]
+                yield images[idx], self.labels[idx]

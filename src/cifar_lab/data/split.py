@@ -1,0 +1,37 @@
+"""The train/validation split: stratified and seeded, so every class keeps its share."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cifar_lab.errors import DataError
+
+
+def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (train_indices, val_indices), both sorted, holding out ``val_size`` labels.
+
+    Each class gives ``val_size * its_share`` images (largest-remainder rounding, so the
+    total is exact); the pick inside a class is a seeded permutation.
+    """
+    n = len(labels)
+    if not 0 <= val_size < n:
+        raise DataError(
+            f"data.val_size={val_size} must be between 0 and {n - 1} "
+            f"(the training split has {n} images); lower data.val_size"
+        )
+    if val_size == 0:
+        return np.arange(n), np.arange(0)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * (val_size / n)
+    quota = np.floor(exact).astype(np.int64)
+    short = val_size - int(quota.sum())
+    quota[np.argsort(-(exact - quota), kind="stable")[:short]] += 1
+    rng = np.random.default_rng(seed)
+    val_parts = []
+    for cls, k in zip(classes, quota):
+        members = np.flatnonzero(labels == cls)
+        val_parts.append(rng.permutation(members)[:k])
+    val_idx = np.sort(np.concatenate(val_parts))
+    train_mask = np.ones(n, dtype=bool)
+    train_mask[val_idx] = False
+    return np.flatnonzero(train_mask), val_idx

@@ -1,0 +1,13 @@
+"""User-facing errors: each one is printed as a single line, without a traceback."""
+
+
+class CifarLabError(Exception):
+    """Base class for errors caused by the user's input (config, data, checkpoint)."""
+
+
+class ConfigError(CifarLabError, ValueError):
+    """The composed Hydra config is invalid."""
+
+
+class DataError(CifarLabError, ValueError):
+    """The data source is missing, unreadable or malformed."""

@@ -1,0 +1,180 @@
+"""The training task: one validated config in, one trained and tested model out.
+
+Only Hydra and OmegaConf are imported at module level: `python train.py --help` and config
+errors answer in a moment, before torch and Lightning load.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_lab.config import validate_config
+from cifar_lab.errors import CifarLabError
+
+log = logging.getLogger(__name__)
+
+
+def config_dir() -> str:
+    """The Hydra config folder: bundled in the wheel, or conf/ of the source checkout."""
+    bundled = Path(__file__).resolve().parent / "conf"
+    if bundled.is_dir():
+        return str(bundled)
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a group like callbacks/logger (entries may be null)."""
+    from hydra.utils import instantiate
+
+    if not cfg:
+        return []
+    return [instantiate(entry) for entry in cfg.values() if entry is not None and "_target_" in entry]
+
+
+def build_datamodule(cfg: DictConfig):
+    """The DataModule of cfg.data (``data.path`` is only a command-line shorthand)."""
+    from hydra.utils import instantiate
+
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg.pop("path", None)
+    return instantiate(data_cfg)
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def _test_ckpt_path(cfg: DictConfig, trainer) -> str | None:
+    """Which checkpoint scores the test split (None: the weights in memory)."""
+    if cfg.test_ckpt != "best":
+        return None
+    callback = getattr(trainer, "checkpoint_callback", None)
+    best = getattr(callback, "best_model_path", "") if callback is not None else ""
+    if not best:
+        log.warning("test_ckpt=best but no best checkpoint exists (no validation?): testing the final weights")
+        return None
+    return best
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test, write metrics.json; return the metrics (test/*, val/*, timings)."""
+    validate_config(cfg)
+
+    import lightning.pytorch as pl
+    import torch
+    from hydra.utils import instantiate
+
+    from cifar_lab.io import write_json_atomic
+    from cifar_lab.module import ImageClassifier
+
+    output_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    net = instantiate(cfg.model)(num_classes=datamodule.num_classes)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    module = ImageClassifier(
+        net=net,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        num_classes=datamodule.num_classes,
+        classes=list(datamodule.classes),
+        mean=datamodule.mean.tolist(),
+        std=datamodule.std.tolist(),
+        model_config=model_cfg,
+        **cfg.module,
+    )
+
+    validating = datamodule.val_size > 0
+    callbacks_cfg = OmegaConf.to_container(cfg.get("callbacks") or {}, resolve=True)
+    if not validating and callbacks_cfg.get("model_checkpoint"):
+        # without validation there is nothing to rank: keep only last.ckpt
+        callbacks_cfg["model_checkpoint"].update(monitor=None, save_top_k=0)
+    loggers = _instantiate_dict(OmegaConf.create(OmegaConf.to_container(cfg.get("logger") or {}, resolve=True)))
+    if not loggers:
+        callbacks_cfg.pop("learning_rate_monitor", None)  # it needs a logger to write to
+    callbacks = _instantiate_dict(OmegaConf.create(callbacks_cfg))
+    extra: dict[str, Any] = {} if validating else {"limit_val_batches": 0}
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_time = time.perf_counter() - start
+    fit_metrics = _scalar_metrics(trainer.callback_metrics)
+
+    test_metrics: dict[str, float] = {}
+    if not trainer.interrupted:
+        trainer.test(module, datamodule=datamodule, ckpt_path=_test_ckpt_path(cfg, trainer), verbose=False)
+        test_metrics = _scalar_metrics(trainer.callback_metrics)
+
+    metrics = {**fit_metrics, **test_metrics}
+    summary = {
+        **{k: v for k, v in metrics.items() if k.split("/")[0] in ("train", "val", "test")},
+        "train_time_s": round(train_time, 3),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "params": sum(p.numel() for p in net.parameters()),
+        "seed": cfg.seed,
+        "device": str(trainer.strategy.root_device),
+        "status": "interrupted" if trainer.interrupted else "completed",
+    }
+    if trainer.is_global_zero:
+        write_json_atomic(output_dir / "metrics.json", summary)
+        _log_hparams(loggers, cfg, summary)
+    log.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
+    return summary
+
+
+def _log_hparams(loggers: list[Any], cfg: DictConfig, summary: dict[str, Any]) -> None:
+    """The hparams tab: the flattened config beside the final metrics of this run."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    final = {k: v for k, v in summary.items() if "/" in k and isinstance(v, float)}
+    final.update(train_time_s=summary["train_time_s"])
+    params = {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in cfg.items()
+        if key not in ("hydra", "paths")
+    }
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=final)
+            logger.finalize("success")
+
+
+def optimized_value(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
+    """The value a sweeper maximizes (NaN when the run failed or did not log it)."""
+    value = summary.get(cfg.get("optimized_metric") or "")
+    return float(value) if value is not None else math.nan
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """`python train.py ...` and the `cifar-lab-train` console script."""
+    try:
+        return optimized_value(cfg, train(cfg))
+    except CifarLabError as err:
+        log.error("error: %s", err)
+        if _is_multirun():
+            return math.nan  # one bad job must not end the sweep
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,139 @@
+"""The in-memory device loader and its batch augmentations."""
+
+import numpy as np
+import pytest
+import torch
+
+from cifar_lab.data import augment
+from cifar_lab.data.loader import AugmentSpec, DeviceLoader, normalize
+from cifar_lab.data.split import stratified_split
+from cifar_lab.errors import ConfigError, DataError
+
+
+def _images(n: int = 64, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_flip_mirrors_exactly_the_masked_images():
+    images = _images(6)
+    mask = torch.tensor([True, False, True, False, False, True])
+    out = augment.flip(images, mask)
+    assert torch.equal(out[mask], images[mask].flip(-1))
+    assert torch.equal(out[~mask], images[~mask])
+
+
+def test_translate_is_a_shifted_crop_of_the_reflect_padded_image():
+    images = _images(200)
+    out = augment.translate(images, 2, torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2), mode="reflect")
+    shifts_seen = set()
+    for i in range(len(images)):
+        found = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+        ]
+        assert found, f"image {i} is not a crop of its padded original"
+        shifts_seen.update(found)
+    assert len(shifts_seen) == 25  # every offset drawn over 200 images
+
+
+def test_translate_zero_is_identity():
+    images = _images(4)
+    assert augment.translate(images, 0, torch.Generator()) is images
+
+
+def test_cutout_zeroes_one_square_per_image():
+    images = torch.ones(50, 3, 16, 16)
+    out = augment.cutout(images, 4, torch.Generator().manual_seed(0))
+    zeroed = (out == 0).all(dim=1)  # (N, H, W): all channels zeroed together
+    counts = zeroed.flatten(1).sum(1)
+    assert (counts > 0).all() and (counts <= 16).all()
+    assert (counts == 16).any()  # squares fully inside the image are 4x4
+    assert torch.equal(out[~(out == 0)], images[~(out == 0)])
+
+
+def test_normalize_gives_nchw_standardized_floats():
+    raw = torch.randint(0, 256, (10, 4, 4, 3), dtype=torch.uint8)
+    mean = raw.permute(3, 0, 1, 2).reshape(3, -1).float().div(255).mean(1)
+    std = raw.permute(3, 0, 1, 2).reshape(3, -1).float().div(255).std(1)
+    out = normalize(raw, mean, std)
+    assert out.shape == (10, 3, 4, 4) and out.dtype == torch.float32
+    assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(out[3, 1, 2, 0], (raw[3, 2, 0, 1] / 255 - mean[1]) / std[1])
+
+
+def test_loader_covers_every_sample_once_per_epoch_in_a_new_order():
+    labels = torch.arange(100)
+    loader = DeviceLoader(_images(100), labels, 32, shuffle=True, drop_last=False, seed=3)
+    assert len(loader) == 4
+    epoch0 = torch.cat([y for _, y in loader])
+    epoch1 = torch.cat([y for _, y in loader])
+    assert sorted(epoch0.tolist()) == list(range(100)) == sorted(epoch1.tolist())
+    assert not torch.equal(epoch0, epoch1)
+
+
+def test_loader_drop_last_and_images_follow_labels():
+    images = torch.arange(70, dtype=torch.float32).view(70, 1, 1, 1).expand(70, 3, 4, 4).contiguous()
+    loader = DeviceLoader(images, torch.arange(70), 32, shuffle=True, drop_last=True)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 2
+    for x, y in batches:
+        assert torch.equal(x[:, 0, 0, 0].long(), y)
+
+
+def test_epoch_is_replayable_from_seed_and_epoch_alone():
+    """Resuming at epoch e must see the same order and augmentation as an unbroken run."""
+    spec = AugmentSpec(flip="random", translate=2, cutout=3)
+    images, labels = _images(64), torch.arange(64)
+    unbroken = DeviceLoader(images, labels, 16, shuffle=True, augment_spec=spec, seed=5)
+    next(iter(unbroken))  # epoch 0
+    epoch1 = [b for b in unbroken]
+    resumed = DeviceLoader(images, labels, 16, shuffle=True, augment_spec=spec, seed=5, epoch_fn=lambda: 1)
+    for (xa, ya), (xb, yb) in zip(epoch1, resumed):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_alternating_flip_mirrors_complementary_halves():
+    images = _images(40)
+    loader = DeviceLoader(images, torch.arange(40), 40, augment_spec=AugmentSpec(flip="alternating"))
+    even = loader.augmented(0, torch.Generator())
+    odd = loader.augmented(1, torch.Generator())
+    flipped_even = (even != images).flatten(1).any(1)
+    flipped_odd = (odd != images).flatten(1).any(1)
+    assert torch.equal(flipped_even, ~flipped_odd)
+    assert 10 < flipped_even.sum() < 30
+
+
+def test_ranks_get_disjoint_shards_covering_the_epoch():
+    images, labels = _images(100), torch.arange(100)
+    shards = [
+        torch.cat([y for _, y in DeviceLoader(images, labels, 10, shuffle=True, seed=1, rank=r, world_size=2)])
+        for r in range(2)
+    ]
+    assert len(shards[0]) == len(shards[1]) == 50
+    assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
+    assert set(shards[0].tolist()) | set(shards[1].tolist()) == set(range(100))
+
+
+@pytest.mark.parametrize("bad", [dict(flip="sideways"), dict(translate=-1), dict(cutout=1.5)])
+def test_bad_augment_spec_is_one_clear_line(bad):
+    with pytest.raises(ConfigError) as err:
+        AugmentSpec(**bad)
+    assert "\n" not in str(err.value) and "data." in str(err.value)
+
+
+def test_stratified_split_keeps_class_shares_and_is_seeded():
+    labels = np.repeat(np.arange(4), [100, 100, 50, 250])
+    train, val = stratified_split(labels, 50, seed=0)
+    assert len(val) == 50 and len(train) == 450
+    assert set(train).isdisjoint(val)
+    assert np.bincount(labels[val]).tolist() == [10, 10, 5, 25]
+    assert np.array_equal(val, stratified_split(labels, 50, seed=0)[1])
+    assert not np.array_equal(val, stratified_split(labels, 50, seed=1)[1])
+
+
+def test_split_rejects_val_size_too_large():
+    with pytest.raises(DataError, match="val_size=10 .* 10 images"):
+        stratified_split(np.zeros(10, dtype=np.int64), 10, seed=0)

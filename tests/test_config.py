@@ -1,0 +1,118 @@
+"""Every config option composes; bad values are refused before any work, in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import HydraException
+
+from cifar_lab.config import validate_config
+from cifar_lab.errors import ConfigError
+from tests.conftest import CONF_DIR, REPO_ROOT
+
+GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "debug"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v)
+)
+def test_every_group_option_composes_and_validates(make_cfg, tmp_path, group, option):
+    extra = [f"data.path={tmp_path}"] if (group, option) == ("data", "folder") else []
+    cfg = make_cfg(f"{group}={option}", *extra, fast=False)
+    validate_config(cfg)
+    assert cfg.get(group) is not None or group in ("experiment", "debug")
+
+
+def test_defaults_are_the_documented_ones(make_cfg):
+    cfg = make_cfg(fast=False)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.data, choices.model, choices.optimizer, choices.scheduler) == ("cifar10", "fast", "sgd", "onecycle")
+    assert cfg.data.val_size == 5000 and cfg.trainer.accelerator == "auto"
+
+
+def test_experiment_seed_is_the_seed_documents_setup(make_cfg):
+    cfg = make_cfg("experiment=seed", fast=False)
+    assert cfg.model._target_.endswith("SeedCNN")
+    assert cfg.optimizer.lr == 0.01 and cfg.optimizer.momentum == 0 and not cfg.optimizer.nesterov
+    assert cfg.data.batch_size == 32 and cfg.trainer.max_epochs == 10
+    assert (cfg.data.flip, cfg.data.translate, cfg.data.cutout) == ("none", 0, 0)
+    assert not cfg.scheduler
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=-1", "optimizer.lr=-1 must be a positive number"),
+        ("optimizer.lr=abc", "optimizer.lr='abc' must be a positive number"),
+        ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
+        ("data.batch_size=1.5", "data.batch_size=1.5 must be a positive integer"),
+        ("data.val_size=50000", "data.val_size=50000 is too large"),
+        ("data.val_size=-3", "data.val_size=-3 must be a whole number >= 0"),
+        ("data.flip=sideways", "data.flip='sideways' is not one of"),
+        ("trainer.precision=7", "trainer.precision='7' is not one of"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 must be a positive integer"),
+        ("module.label_smoothing=1.5", "module.label_smoothing=1.5 must be in [0, 1)"),
+        ("test_ckpt=worst", "test_ckpt='worst' must be 'best' or 'last'"),
+        ("ckpt_path=/nonexistent.ckpt", "is not a file"),
+    ],
+)
+def test_invalid_values_raise_one_clear_line(make_cfg, override, message):
+    cfg = make_cfg("data=cifar10", override, fast=False)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_synthetic_val_size_is_checked_against_its_size(make_cfg):
+    cfg = make_cfg("data.val_size=1000")  # synthetic: 10 classes x 100
+    with pytest.raises(ConfigError, match="training split has 1000 images"):
+        validate_config(cfg)
+
+
+def test_folder_data_without_path_says_how_to_fix(make_cfg):
+    cfg = make_cfg("data=folder", fast=False)
+    with pytest.raises(ConfigError, match=r"data=folder needs a path: add data.path=PATH"):
+        validate_config(cfg)
+
+
+def test_folder_data_with_missing_path(make_cfg, tmp_path):
+    cfg = make_cfg("data=folder", f"data.path={tmp_path / 'nope'}", fast=False)
+    with pytest.raises(ConfigError, match="does not exist"):
+        validate_config(cfg)
+
+
+def test_unknown_model_lists_the_choices(make_cfg):
+    with pytest.raises(HydraException) as err:
+        make_cfg("model=nope", fast=False)
+    text = str(err.value)
+    assert "model/nope" in text and "fast" in text and "resnet18" in text
+
+
+def _run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), *args],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_cli_bad_value_exits_2_with_one_line_and_no_training(tmp_path):
+    result = _run_train("data=synthetic", "optimizer.lr=-0.1", f"paths.log_dir={tmp_path}/out", cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: optimizer.lr=-0.1 must be a positive number"]
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("out/**/checkpoints"))
+
+
+def test_cli_unknown_model_exits_nonzero_naming_the_choices(tmp_path):
+    result = _run_train("model=nope", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/nope'" in result.stderr and "wide" in result.stderr
