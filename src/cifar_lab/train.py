@@ -39,6 +39,12 @@ def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in cfg.values() if entry is not None and "_target_" in entry]
 
 
+def _resolved_dict(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """cfg[key] as a plain resolved dict ({} when the group is empty or null)."""
+    node = cfg.get(key)
+    return OmegaConf.to_container(node, resolve=True) if node else {}
+
+
 def build_datamodule(cfg: DictConfig):
     """The DataModule of cfg.data (``data.path`` is only a command-line shorthand)."""
     from hydra.utils import instantiate
@@ -98,11 +104,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     validating = datamodule.val_size > 0
-    callbacks_cfg = OmegaConf.to_container(cfg.get("callbacks") or {}, resolve=True)
+    callbacks_cfg = _resolved_dict(cfg, "callbacks")
     if not validating and callbacks_cfg.get("model_checkpoint"):
         # without validation there is nothing to rank: keep only last.ckpt
         callbacks_cfg["model_checkpoint"].update(monitor=None, save_top_k=0)
-    loggers = _instantiate_dict(OmegaConf.create(OmegaConf.to_container(cfg.get("logger") or {}, resolve=True)))
+    loggers = _instantiate_dict(OmegaConf.create(_resolved_dict(cfg, "logger")))
     if not loggers:
         callbacks_cfg.pop("learning_rate_monitor", None)  # it needs a logger to write to
     callbacks = _instantiate_dict(OmegaConf.create(callbacks_cfg))

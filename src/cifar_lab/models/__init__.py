@@ -1,0 +1,14 @@
+"""Model zoo: every model maps (B, 3, 32, 32) normalized images to (B, num_classes) logits.
+
+Each constructor takes ``num_classes`` (required: the trainer passes the data's class count)
+plus its family's hyperparameters, and raises ConfigError on invalid ones. The Hydra configs
+under conf/model/ are partials: ``instantiate(cfg.model)(num_classes=K)``.
+"""
+
+from cifar_lab.models.fast import FastNet
+from cifar_lab.models.resnet import ResNet18
+from cifar_lab.models.seed_cnn import SeedCNN
+from cifar_lab.models.vgg import VGG16
+from cifar_lab.models.wide_resnet import WideResNet
+
+__all__ = ["FastNet", "ResNet18", "SeedCNN", "VGG16", "WideResNet"]

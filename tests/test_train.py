@@ -1,0 +1,133 @@
+"""End-to-end training runs on synthetic data: every model, outputs, multirun, hand-checked metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cifar_lab.train import train
+from tests.conftest import REPO_ROOT
+
+MODELS = ["seed_cnn", "fast", "resnet18", "vgg16", "wide"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_runs_fast_dev_run_on_cpu(make_cfg, tmp_path, model):
+    cfg = make_cfg(f"model={model}", "debug=default", "model.width=2" if model == "wide" else "seed=0")
+    summary = train(cfg)
+    assert summary["status"] == "completed"
+    assert 0.0 <= summary["test/acc"] <= 1.0
+    assert summary["params"] > 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["params"] == summary["params"]
+
+
+def test_short_run_learns_and_writes_every_output(make_cfg, tmp_path):
+    cfg = make_cfg("model=seed_cnn", "trainer.max_epochs=3", "optimizer.lr=0.05")
+    summary = train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("test/acc", "test/auroc", "val/acc_best", "train_time_s", "epochs", "params", "seed"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 3 and metrics["seed"] == 0
+    assert metrics["test/acc"] > 0.5  # 10 classes: chance is 0.1
+    assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-9
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((tmp_path / "checkpoints").glob("epoch*.ckpt"))) == 1  # the best one
+    events = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    assert summary["test/acc"] == metrics["test/acc"]
+
+
+def test_checkpoint_carries_classes_and_normalization(make_cfg, tmp_path):
+    train(make_cfg("model=seed_cnn", "data.val_size=0"))
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    extra = ckpt["cifar_lab"]
+    assert extra["classes"] == [f"class_{i}" for i in range(10)]
+    assert len(extra["mean"]) == len(extra["std"]) == 3
+    assert extra["model_config"]["_target_"] == "cifar_lab.models.SeedCNN"
+
+
+def test_without_validation_tests_final_weights(make_cfg, tmp_path):
+    summary = train(make_cfg("model=seed_cnn", "data.val_size=0"))
+    assert "val/acc" not in summary and "test/acc" in summary
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_csv_logger_and_cosine_adamw(make_cfg, tmp_path):
+    summary = train(make_cfg("model=seed_cnn", "logger=csv", "optimizer=adamw", "scheduler=cosine"))
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert summary["test/acc"] > 0.2
+
+
+def test_metrics_match_a_hand_computation():
+    """accuracy and macro one-vs-rest AUROC of fixed logits, against sums done by hand."""
+    from cifar_lab.module import ImageClassifier
+
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 2.0], [3.0, 0.5, 0.0], [0.0, 2.0, 2.5]])
+    labels = torch.tensor([0, 1, 1, 2, 2])
+
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return logits[x[:, 0, 0, 0].long()]
+
+    module = ImageClassifier(Fixed(), optimizer=torch.optim.SGD, num_classes=3, whitening_init=False)
+    module.log = lambda *a, **k: None
+    index_images = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 3, 2, 2)
+    module.test_step((index_images, labels), 0)
+
+    # argmax: 0, 1, 2, 0, 2 -> correct for samples 0, 1, 4
+    assert module.test_acc.compute().item() == pytest.approx(3 / 5)
+    probs = logits.softmax(-1)
+
+    def auroc_one_vs_rest(cls: int) -> float:
+        pos = [p[cls].item() for p, y in zip(probs, labels) if y == cls]
+        neg = [p[cls].item() for p, y in zip(probs, labels) if y != cls]
+        wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg)
+        return wins / (len(pos) * len(neg))
+
+    expected = sum(auroc_one_vs_rest(c) for c in range(3)) / 3
+    assert module.test_auroc.compute().item() == pytest.approx(expected, abs=1e-6)
+    expected_loss = nn.functional.cross_entropy(logits, labels).item()
+    assert module.test_loss.compute().item() == pytest.approx(expected_loss, rel=1e-6)
+
+
+def test_no_network_torchvision_path_fails_with_one_line(make_cfg, monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    from cifar_lab.errors import DataError
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    cfg = make_cfg("data=cifar10", "data.val_size=10")
+    with pytest.raises(DataError) as err:
+        train(cfg)
+    assert "data=folder data.path=PATH" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_multirun_writes_one_result_per_job(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(
+        [
+            sys.executable, str(REPO_ROOT / "train.py"), "-m",
+            "data=synthetic", "model=seed_cnn", "trainer=cpu", "trainer.max_epochs=1",
+            "logger=csv", "callbacks=none", "seed=0,1",
+            f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(p.parent.name for p in sweep_dir.glob("*/metrics.json"))
+    assert jobs == ["0", "1"]
+    seeds = [json.loads((sweep_dir / j / "metrics.json").read_text())["seed"] for j in jobs]
+    assert seeds == [0, 1]
+    assert (sweep_dir / "0" / ".hydra" / "config.yaml").is_file()
