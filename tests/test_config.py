@@ -116,3 +116,21 @@ def test_cli_unknown_model_exits_nonzero_naming_the_choices(tmp_path):
     result = _run_train("model=nope", cwd=tmp_path)
     assert result.returncode != 0
     assert "Could not find 'model/nope'" in result.stderr and "wide" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags,expected", [("fpu avx2 avx512f avx512_bf16", "bf16-mixed"), ("fpu avx2 amx_bf16", "bf16-mixed"), ("fpu avx2", "32-true")]
+)
+def test_cpu_trainer_picks_bf16_only_where_the_cpu_has_it(tmp_path, flags, expected):
+    from cifar_lab.config import cpu_precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_precision(str(cpuinfo)) == expected
+    assert cpu_precision(str(tmp_path / "absent")) == "32-true"
+
+
+def test_cpu_trainer_resolves_precision(make_cfg):
+    cfg = make_cfg("trainer=cpu", fast=False)
+    assert cfg.trainer.precision in ("bf16-mixed", "32-true")
+    validate_config(cfg)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from cifar_lab.train import train
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SHARED_ARCHIVE
 
 MODELS = ["seed_cnn", "fast", "resnet18", "vgg16", "wide"]
 
@@ -131,3 +131,14 @@ def test_multirun_writes_one_result_per_job(tmp_path):
     seeds = [json.loads((sweep_dir / j / "metrics.json").read_text())["seed"] for j in jobs]
     assert seeds == [0, 1]
     assert (sweep_dir / "0" / ".hydra" / "config.yaml").is_file()
+
+
+@pytest.mark.skipif(not SHARED_ARCHIVE.is_file(), reason=f"real data not found at {SHARED_ARCHIVE}")
+def test_real_data_one_short_epoch_beats_chance_clearly(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "data=folder", f"data.path={SHARED_ARCHIVE}", "model=fast", "data.val_size=0",
+        "trainer.limit_train_batches=20", "logger=none", "optimizer.lr=0.5", "module.label_smoothing=0.2",
+    )
+    summary = train(cfg)
+    assert summary["steps"] == 20
+    assert summary["test/acc"] > 0.3, summary  # chance is 0.1 on the 10000 official test images

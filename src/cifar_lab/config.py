@@ -24,6 +24,24 @@ _KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int]] = {
 }
 
 _MISSING = object()
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_precision(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The fastest sound Lightning precision for training on this CPU.
+
+    bf16 autocast is ~1.8x faster where the CPU computes bf16 natively (AVX512-BF16, AMX);
+    elsewhere it is emulated and slower than fp32, so fp32 is the safe answer.
+    """
+    try:
+        flags = Path(cpuinfo_path).read_text(errors="ignore")
+    except OSError:  # not Linux: no cheap, torch-free way to know
+        return "32-true"
+    return "bf16-mixed" if any(flag in flags for flag in _BF16_CPU_FLAGS) else "32-true"
+
+
+if not OmegaConf.has_resolver("cifar_lab.cpu_precision"):
+    OmegaConf.register_new_resolver("cifar_lab.cpu_precision", cpu_precision)
 
 
 def _get(cfg: DictConfig, key: str, default: Any = _MISSING) -> Any:

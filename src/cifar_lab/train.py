@@ -70,13 +70,22 @@ def _test_ckpt_path(cfg: DictConfig, trainer) -> str | None:
     return best
 
 
+def _route_library_logs_through_hydra() -> None:
+    """Lightning and torchmetrics add their own console handlers; Hydra's already print
+    (and also write the run's log file), so drop theirs to print each line once."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test, write metrics.json; return the metrics (test/*, val/*, timings)."""
     validate_config(cfg)
 
     import lightning.pytorch as pl
-    import torch
     from hydra.utils import instantiate
+
+    _route_library_logs_through_hydra()
 
     from cifar_lab.io import write_json_atomic
     from cifar_lab.module import ImageClassifier
@@ -179,8 +188,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return optimized_value(cfg, train(cfg))
     except CifarLabError as err:
-        log.error("error: %s", err)
         if _is_multirun():
+            log.error("error: %s", err)
             return math.nan  # one bad job must not end the sweep
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
