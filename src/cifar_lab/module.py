@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
@@ -10,7 +11,31 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
-from cifar_lab.optim import param_groups
+from cifar_lab.errors import ConfigError
+from cifar_lab.optim import apply_lr_scales, param_groups
+from cifar_lab.recipes.tta import TTA_LEVELS, tta_logits
+
+
+class DeviceClock:
+    """Wall time of a region of device work: synchronizes the GPU before reading the clock."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started: float | None = None
+
+    @staticmethod
+    def _now() -> float:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self._started = self._now()
+
+    def stop(self) -> None:
+        if self._started is not None:
+            self.seconds += self._now() - self._started
+            self._started = None
 
 
 class ImageClassifier(pl.LightningModule):
@@ -33,12 +58,19 @@ class ImageClassifier(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         whitening_init: bool = True,
+        whiten_bias_epochs: int | None = None,
+        norm_lr_scale: float = 1.0,
+        tta_level: int = 0,
         classes: Sequence[str] = (),
         mean: Sequence[float] = (),
         std: Sequence[float] = (),
         model_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if tta_level not in TTA_LEVELS:
+            raise ConfigError(f"module.tta_level={tta_level!r} is not one of {TTA_LEVELS}")
+        if norm_lr_scale <= 0:
+            raise ConfigError(f"module.norm_lr_scale={norm_lr_scale!r} must be > 0")
         # plain values only: checkpoints must load without unpickling code objects
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
@@ -57,6 +89,7 @@ class ImageClassifier(pl.LightningModule):
         self.val_auroc = MulticlassAUROC(num_classes, average="macro")
         self.test_auroc = MulticlassAUROC(num_classes, average="macro")
         self.val_acc_best = MaxMetric()
+        self.clock = DeviceClock()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -67,7 +100,23 @@ class ImageClassifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         self.val_acc_best.reset()
         if self.hparams.whitening_init and self.trainer.ckpt_path is None:
+            self.clock.start()  # the init is part of training, as airbench counts it
             self._init_whitening()
+            self.clock.stop()
+
+    def on_train_start(self) -> None:
+        # after the data is on the device: loading is not training time
+        self.clock.start()
+
+    def on_train_epoch_start(self) -> None:
+        epochs = self.hparams.whiten_bias_epochs
+        layer = getattr(self.net, "whiten", None)
+        if epochs is not None and layer is not None and layer.bias is not None:
+            # airbench: the whitening bias learns the data's offset early, then is frozen
+            layer.bias.requires_grad_(self.current_epoch < epochs)
+
+    def on_train_end(self) -> None:
+        self.clock.stop()
 
     def _init_whitening(self) -> None:
         from cifar_lab.recipes.whitening import find_whitening_layer, init_whitening
@@ -82,8 +131,9 @@ class ImageClassifier(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
-        self.train_loss(loss.detach())
-        self.train_acc(logits.detach(), labels)
+        # update(), not forward(): no per-batch compute, the epoch value is computed once
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(logits.detach(), labels)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -91,14 +141,14 @@ class ImageClassifier(pl.LightningModule):
     # -- evaluation ----------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         images, labels = batch
-        logits = self(images).float()
+        logits = tta_logits(self, images, self.hparams.tta_level).float()
         loss = nn.functional.cross_entropy(logits, labels)
         loss_metric = getattr(self, f"{stage}_loss")
         acc = getattr(self, f"{stage}_acc")
         auroc = getattr(self, f"{stage}_auroc")
-        loss_metric(loss, weight=len(labels))
-        acc(logits, labels)
-        auroc(logits.softmax(-1), labels)
+        loss_metric.update(loss, weight=len(labels))
+        acc.update(logits, labels)
+        auroc.update(logits.softmax(-1), labels)
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/auroc", auroc, on_step=False, on_epoch=True)
@@ -117,8 +167,9 @@ class ImageClassifier(pl.LightningModule):
 
     # -- optimization --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        groups = param_groups(self.net, self.hparams.exclude_norm_and_bias_from_decay)
+        groups = param_groups(self.net, self.hparams.exclude_norm_and_bias_from_decay, self.hparams.norm_lr_scale)
         optimizer = self.optimizer_factory(params=groups)
+        apply_lr_scales(optimizer)
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)

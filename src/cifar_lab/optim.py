@@ -7,7 +7,7 @@ them as partials and the LightningModule supplies ``total_steps`` once the train
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -18,33 +18,79 @@ from cifar_lab.errors import ConfigError
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-def split_decay_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(decayed, not decayed): norm-layer parameters and all biases are not decayed.
-
-    Decaying them only shrinks the scale that the next norm layer undoes, which costs
-    accuracy and makes the effective learning rate drift.
-    """
-    no_decay_ids: set[int] = set()
+def _param_kinds(model: nn.Module) -> dict[int, tuple[bool, bool]]:
+    """id(param) -> (is a norm-layer parameter, is a bias)."""
+    kinds: dict[int, tuple[bool, bool]] = {}
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            if isinstance(module, _NORM_TYPES) or name == "bias":
-                no_decay_ids.add(id(param))
-    decay, no_decay = [], []
+            kinds[id(param)] = (isinstance(module, _NORM_TYPES), name == "bias")
+    return kinds
+
+
+def param_groups(
+    model: nn.Module, exclude_norm_and_bias_from_decay: bool, norm_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """Trainable parameters split into optimizer groups.
+
+    * ``exclude_norm_and_bias_from_decay``: norm parameters and biases get no weight decay;
+      decaying them only shrinks a scale the next norm layer undoes.
+    * ``norm_lr_scale``: norm-layer parameters train ``norm_lr_scale`` times faster (airbench's
+      bias_scaler, 64) with weight decay divided by it, so their decay per step is unchanged.
+      The group carries ``lr_scale``; ``apply_lr_scales`` turns it into lr and decay.
+    """
+    kinds = _param_kinds(model)
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if id(param) in no_decay_ids else decay).append(param)
-    return decay, no_decay
+        if not param.requires_grad:
+            continue
+        is_norm, is_bias = kinds[id(param)]
+        no_decay = exclude_norm_and_bias_from_decay and (is_norm or is_bias)
+        scaled = is_norm and norm_lr_scale != 1.0
+        groups.setdefault((no_decay, scaled), []).append(param)
+    result = []
+    for (no_decay, scaled), params in groups.items():
+        group: dict[str, Any] = {"params": params}
+        if no_decay:
+            group["weight_decay"] = 0.0
+        if scaled:
+            group["lr_scale"] = norm_lr_scale
+        result.append(group)
+    return result
 
 
-def param_groups(model: nn.Module, exclude_norm_and_bias_from_decay: bool) -> list[dict] | Iterable:
-    """Parameter groups for the optimizer partial."""
-    if not exclude_norm_and_bias_from_decay:
-        return [p for p in model.parameters() if p.requires_grad]
-    decay, no_decay = split_decay_params(model)
-    groups = [{"params": decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+def apply_lr_scales(optimizer: torch.optim.Optimizer) -> None:
+    """Turn each group's ``lr_scale`` into its lr (and keep its decay per step unchanged)."""
+    for group in optimizer.param_groups:
+        scale = group.pop("lr_scale", 1.0)
+        if scale != 1.0:
+            group["lr"] *= scale
+            group["weight_decay"] = group.get("weight_decay", 0.0) / scale
+
+
+def decoupled_sgd(
+    params: Iterable[Any],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    nesterov: bool = True,
+) -> torch.optim.SGD:
+    """Nesterov SGD from airbench's decoupled hyperparameters, for a mean-reduced loss.
+
+    ``lr`` is the step size per 1024 examples with the momentum's gain (1 + 1/(1-momentum))
+    divided out, and ``weight_decay`` is the decay per 1024 examples, independent of lr: so
+    batch size, momentum, lr and decay can each be tuned without re-tuning the others.
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ConfigError(f"optimizer.momentum={momentum} must be in [0, 1)")
+    if lr <= 0 or weight_decay < 0 or batch_size <= 0:
+        raise ConfigError(f"decoupled SGD needs lr > 0, weight_decay >= 0, batch_size > 0; got {lr}, {weight_decay}, {batch_size}")
+    kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
+    torch_lr = lr * batch_size / kilostep_scale
+    decay_per_step = weight_decay * batch_size / kilostep_scale
+    return torch.optim.SGD(
+        params, lr=torch_lr, momentum=momentum, nesterov=nesterov, weight_decay=decay_per_step / torch_lr
+    )
 
 
 def _check(total_steps: int, warmup_fraction: float, initial_factor: float, final_factor: float) -> None:

@@ -1,0 +1,172 @@
+"""Side-by-side speed benchmark: prints a Markdown table and writes JSON.
+
+    python benchmarks/speed.py --data ../shared/data/cifar10-jpeg.tar.gz --device cpu --runs 3
+
+Compares, on the same data and machine, in one process tree:
+  seed      the seed document's loop as written (DataLoader, per-image transforms, batch 32)
+  exp_seed  `python train.py experiment=seed` (same net and optimizer, in-memory loader)
+  plain94   the speed94 recipe as a plain PyTorch loop (benchmarks/plain_speed94.py)
+  speed94   `python train.py experiment=speed94` (the same recipe through Lightning)
+  airbench  airbench94 from the `airbench` package, when importable (GPU only)
+
+Times are each system's own training clock (init + training + final test pass, data loading
+excluded, as airbench counts). Report medians and ratios: these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark scripts
+
+SYSTEMS = ("seed", "exp_seed", "plain94", "speed94", "airbench")
+
+
+def load_arrays(data: str, cache_dir: str | None):
+    from cifar_lab.data.sources import ImageFolderSource
+
+    return ImageFolderSource(data, cache_dir=cache_dir).load()
+
+
+def run_train_py(overrides: list[str], workdir: Path) -> dict:
+    """One `python train.py ...` run in a fresh process; its metrics.json."""
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    cmd = [sys.executable, str(REPO / "train.py"), *overrides, f"hydra.run.dir={run_dir}", "logger=none"]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def run_airbench(arrays, device: str, seed: int, workdir: Path) -> dict:
+    """airbench94 on our decoded arrays (it reads cifar10/{train,test}.pt from its cwd)."""
+    import airbench
+    import torch
+
+    data_dir = workdir / "cifar10"
+    if not (data_dir / "test.pt").exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for split, images, labels in (("train", arrays.train_images, arrays.train_labels), ("test", arrays.test_images, arrays.test_labels)):
+            torch.save({"images": torch.from_numpy(images), "labels": torch.from_numpy(labels), "classes": list(arrays.classes)}, data_dir / f"{split}.pt")
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        torch.manual_seed(seed)
+        test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
+        if seed == 0:
+            airbench.warmup94(verbose=False)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        model = airbench.train94(verbose=False)
+        acc = airbench.evaluate(model, test_loader, tta_level=2)
+        torch.cuda.synchronize()
+        return {"test/acc": acc, "train_time_s": time.perf_counter() - start}
+    finally:
+        os.chdir(cwd)
+
+
+def summarize(name: str, runs: list[dict]) -> dict:
+    accs = [r["test/acc"] for r in runs]
+    times = [r["train_time_s"] for r in runs]
+    out = {
+        "system": name, "n": len(runs),
+        "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "time_median_s": statistics.median(times), "runs": runs,
+    }
+    if all("fit_time_s" in r and "steps" in r for r in runs):
+        out["s_per_step_median"] = statistics.median(r["fit_time_s"] / max(r["steps"], 1) for r in runs)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="folder/archive of train/<class>, test/<class> images")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--runs", type=int, default=3, help="seeds per system")
+    parser.add_argument("--systems", default="seed,exp_seed,plain94,speed94,airbench")
+    parser.add_argument("--seed-epochs", type=int, default=10, help="epochs of the seed loop / experiment=seed")
+    parser.add_argument("--speed-epochs", type=float, default=9.9, help="epochs of plain94 / speed94")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--json", default="benchmarks/results/speed.json")
+    args = parser.parse_args()
+
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        parser.error(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+    data = str(Path(args.data).resolve())
+    arrays = load_arrays(data, args.cache_dir)
+    workdir = Path(tempfile.mkdtemp(prefix="cifar_lab_bench_"))
+    trainer = "trainer=gpu" if args.device == "cuda" else "trainer=cpu"
+    common = [f"data=folder", f"data.path={data}", trainer] + ([f"paths.cache_dir={args.cache_dir}"] if args.cache_dir else [])
+
+    if "airbench" in systems:
+        try:
+            import airbench  # noqa: F401
+        except ImportError:
+            print("airbench is not importable (pip install airbench): skipping it", file=sys.stderr)
+            systems.remove("airbench")
+        if args.device != "cuda" and "airbench" in systems:
+            print("airbench94 needs a CUDA GPU: skipping it", file=sys.stderr)
+            systems.remove("airbench")
+
+    from cifar_lab.config import cpu_precision
+
+    # the precision trainer=gpu / trainer=cpu picks, so the plain loop computes alike
+    bf16 = args.device == "cuda" or cpu_precision() == "bf16-mixed"
+    results: dict[str, list[dict]] = {s: [] for s in systems}
+    for seed in range(args.runs):  # interleave systems so drift hits all alike
+        for system in systems:
+            if system == "seed":
+                from seed_loop import run_seed_loop
+
+                r = run_seed_loop(arrays, epochs=args.seed_epochs, device=args.device, seed=seed)
+            elif system == "exp_seed":
+                r = run_train_py(["experiment=seed", *common, f"seed={seed}", f"trainer.max_epochs={args.seed_epochs}"], workdir)
+            elif system == "plain94":
+                from plain_speed94 import run_plain_speed94
+
+                r = run_plain_speed94(arrays, epochs=args.speed_epochs, device=args.device, seed=seed, bf16=bf16)
+            elif system == "speed94":
+                r = run_train_py(["experiment=speed94", *common, f"seed={seed}", f"epochs={args.speed_epochs}"], workdir)
+            else:
+                r = run_airbench(arrays, args.device, seed, workdir)
+            r = {k: r[k] for k in ("test/acc", "train_time_s", "fit_time_s", "steps") if k in r}
+            print(f"# {system} seed={seed}: acc={r['test/acc']:.4f} time={r['train_time_s']:.2f}s", flush=True)
+            results[system].append(r)
+
+    summary = [summarize(s, rs) for s, rs in results.items() if rs]
+    by_name = {s["system"]: s for s in summary}
+    print(f"\n{args.device}, data={Path(data).name}, n={args.runs} seeds each\n")
+    print("| system | n | test acc (mean ± std) | median time (s) | median s/step |")
+    print("|---|---|---|---|---|")
+    for s in summary:
+        step = f"{s['s_per_step_median']:.4f}" if "s_per_step_median" in s else "-"
+        print(f"| {s['system']} | {s['n']} | {100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f}% | {s['time_median_s']:.2f} | {step} |")
+    ratios = {}
+    for slow, fast in (("seed", "exp_seed"), ("plain94", "speed94"), ("airbench", "speed94")):
+        if slow in by_name and fast in by_name:
+            ratios[f"{fast}/{slow} time"] = by_name[fast]["time_median_s"] / by_name[slow]["time_median_s"]
+            if "s_per_step_median" in by_name[fast] and "s_per_step_median" in by_name[slow]:
+                ratios[f"{fast}/{slow} s/step"] = by_name[fast]["s_per_step_median"] / by_name[slow]["s_per_step_median"]
+    if ratios:
+        print("\n| ratio | value |\n|---|---|")
+        for k, v in ratios.items():
+            print(f"| {k} | {v:.3f} |")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"device": args.device, "data": Path(data).name, "runs": args.runs, "summary": summary, "ratios": ratios}, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

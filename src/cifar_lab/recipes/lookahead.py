@@ -1,0 +1,57 @@
+"""Lookahead / EMA of weights (airbench): every few steps the weights are pulled back toward a
+slow-moving average, which smooths the end of a short, high-lr run. Works with any model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+
+class Lookahead(pl.Callback):
+    """Every ``every`` steps: ``avg = lerp(avg, w, 1 - a); w = avg`` with
+    ``a = decay * (step / total_steps) ** warmup_power`` (so early steps barely average), and
+    the weights become the average at the last step.
+    """
+
+    def __init__(self, every: int = 5, decay: float = 0.95**5, warmup_power: float = 3.0) -> None:
+        if every < 1 or not 0.0 <= decay < 1.0 or warmup_power < 0:
+            raise ValueError(f"Lookahead needs every >= 1, 0 <= decay < 1, warmup_power >= 0; got {every}, {decay}, {warmup_power}")
+        self.every = every
+        self.decay = decay
+        self.warmup_power = warmup_power
+        self.average: dict[str, torch.Tensor] | None = None
+        self.total_steps = 0
+
+    def _tensors(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
+        """Float weights and buffers (BatchNorm statistics too) of the network."""
+        model = getattr(pl_module, "net", pl_module)
+        return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.total_steps = int(trainer.estimated_stepping_batches)
+        if self.average is None:  # not restored from a checkpoint
+            self.average = {k: v.detach().clone() for k, v in self._tensors(pl_module).items()}
+        else:
+            self.average = {k: v.to(pl_module.device) for k, v in self.average.items()}
+
+    @torch.no_grad()
+    def _pull(self, pl_module: pl.LightningModule, decay: float) -> None:
+        for name, tensor in self._tensors(pl_module).items():
+            average = self.average[name]
+            average.lerp_(tensor, 1.0 - decay)
+            tensor.copy_(average)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step >= self.total_steps:
+            self._pull(pl_module, decay=1.0)  # finish on the average
+        elif step % self.every == 0:
+            self._pull(pl_module, decay=self.decay * (step / self.total_steps) ** self.warmup_power)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": self.average}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.average = state_dict.get("average")
