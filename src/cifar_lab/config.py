@@ -40,8 +40,27 @@ def cpu_precision(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     return "bf16-mixed" if any(flag in flags for flag in _BF16_CPU_FLAGS) else "32-true"
 
 
-if not OmegaConf.has_resolver("cifar_lab.cpu_precision"):
-    OmegaConf.register_new_resolver("cifar_lab.cpu_precision", cpu_precision)
+def global_batch(per_device: int, devices: Any = 1, num_nodes: Any = 1) -> int:
+    """The batch one optimizer step sees across all processes (per-device x devices x nodes).
+
+    ``devices`` may be a count, a list of device ids, or "auto"/-1 (every visible GPU, else 1).
+    """
+    if isinstance(devices, str) and devices.lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        count = len(devices)
+    elif devices in ("auto", -1):
+        import torch
+
+        count = max(torch.cuda.device_count(), 1)
+    else:
+        count = int(devices)
+    return int(per_device) * count * int(num_nodes or 1)
+
+
+for _name, _fn in (("cifar_lab.cpu_precision", cpu_precision), ("cifar_lab.global_batch", global_batch)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 
 def _get(cfg: DictConfig, key: str, default: Any = _MISSING) -> Any:

@@ -1,0 +1,71 @@
+"""Multi-process training: DDP on 2 CPU processes (gloo), the Hydra output-folder trap, SLURM config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cifar_lab.config import global_batch
+from tests.conftest import REPO_ROOT
+
+DDP_ARGS = [
+    "data=synthetic", "model=seed_cnn", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+    "trainer.max_epochs=2", "trainer.precision=32-true", "logger=csv", "callbacks=none",
+    "data.batch_size=50", "data.val_size=100",
+]
+
+
+def _run(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_ddp_two_cpu_processes_share_one_output_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _run([*DDP_ARGS, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # 900 training images, 2 ranks, batch 50 per rank: 450 each -> 9 steps an epoch, not 18
+    assert metrics["steps"] == 18 and metrics["epochs"] == 2
+    assert metrics["test/acc"] > 0.3
+    # one run folder: no other folder was made for rank 1, and only rank 0 wrote results
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["run"]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert not list(run_dir.glob(".pl_hydra*"))
+    assert len(list(run_dir.rglob("metrics.json"))) == 1
+    assert len(list((run_dir / "csv").glob("metrics.csv"))) == 1
+
+
+def test_ddp_inside_a_multirun_does_not_re_expand_the_sweep(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = _run(["-m", *DDP_ARGS, "trainer.max_epochs=1", "seed=0,1", f"hydra.sweep.dir={sweep_dir}",
+                   f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"], jobs  # children re-running '-m seed=0,1' would add jobs
+    seeds = [json.loads((sweep_dir / j / "metrics.json").read_text())["seed"] for j in jobs]
+    assert seeds == [0, 1]
+
+
+@pytest.mark.parametrize("devices,nodes,expected", [(1, 1, 512), (2, 1, 1024), ([0, 1, 2], 2, 3072), ("4", 1, 2048)])
+def test_global_batch_follows_devices_and_nodes(devices, nodes, expected):
+    assert global_batch(512, devices, nodes) == expected
+
+
+def test_decoupled_lr_uses_the_global_batch(make_cfg):
+    cfg = make_cfg("experiment=speed94", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", fast=False)
+    assert cfg.optimizer.batch_size == 1024 * 8
+
+
+def test_slurm_launcher_config_composes_with_submitit_parameters(make_cfg):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = make_cfg(
+        "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=ddp", "trainer.devices=4",
+        "trainer.num_nodes=2", "hydra.launcher.timeout_min=30", fast=False,
+    )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.timeout_min) == ("gpu", 30)
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
