@@ -45,3 +45,33 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
     yield make
     GlobalHydra.instance().clear()
+
+
+# -- a real small sweep, shared by the report, eval/predict and notebook tests ------------------
+SMALL_MULTIRUN = [
+    "data=synthetic",
+    "model=seed_cnn",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.rich_model_summary=null",
+    "optimizer.lr=0.01,0.05",
+    "seed=0,1",
+]
+
+
+@pytest.fixture(scope="session")
+def small_multirun(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`python train.py -m ...`: 2 learning rates x 2 seeds on synthetic data, with checkpoints,
+    TensorBoard events and the test-end figures (~60 s on 2 cores, run once per session).
+    Read it, never write into it: copy what a test wants to change."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path_factory.mktemp("small_multirun") / "sweep"
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", *SMALL_MULTIRUN, f"hydra.sweep.dir={sweep}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep

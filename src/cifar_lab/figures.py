@@ -1,0 +1,83 @@
+"""Matplotlib figures shared by the callbacks, eval, report and notebooks.
+
+Figures are built with ``matplotlib.figure.Figure`` and an Agg canvas, never pyplot: no
+global backend is switched, no window opens, and nothing leaks between figures.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Sequence
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG bytes (for an atomic write)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def confusion_figure(matrix: torch.Tensor, classes: Sequence[str]) -> Figure:
+    """Row-normalized confusion matrix (rows: true class), with the counts written in."""
+    counts = matrix.double()
+    rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    k = len(classes)
+    size = max(4.0, 0.55 * k + 2)
+    figure = new_figure(size, size)
+    ax = figure.add_subplot()
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    accuracy = float(matrix.diag().sum() / matrix.sum().clamp(min=1))
+    ax.set_title(f"confusion matrix (accuracy {accuracy:.3f})")
+    return figure
+
+
+def image_grid_figure(pixels: torch.Tensor, titles: Sequence[str], columns: int = 8) -> Figure:
+    """A grid of (N, C, H, W) images in [0, 1], each with a short title."""
+    n = max(len(pixels), 1)
+    columns = min(columns, n)
+    rows = math.ceil(n / columns)
+    figure = new_figure(1.6 * columns, 1.8 * rows)
+    for index in range(len(pixels)):
+        ax = figure.add_subplot(rows, columns, index + 1)
+        ax.imshow(pixels[index].permute(1, 2, 0).float().numpy(), interpolation="nearest")
+        ax.set_title(titles[index], fontsize=7)
+        ax.axis("off")
+    return figure
+
+
+def misclassified_figure(
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    predicted: torch.Tensor,
+    confidence: torch.Tensor,
+    classes: Sequence[str],
+) -> Figure:
+    """The most confident mistakes: 'predicted p (true)' above each image."""
+    titles = [
+        f"{classes[int(p)]} {float(c):.2f}\n(true: {classes[int(t)]})"
+        for t, p, c in zip(labels, predicted, confidence)
+    ]
+    figure = image_grid_figure(pixels, titles)
+    figure.suptitle("most confident mistakes: predicted, probability (true class)", fontsize=9)
+    return figure
