@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
-from cifar_lab.errors import ConfigError
+from cifar_lab.errors import CifarLabError, ConfigError
 from cifar_lab.optim import apply_lr_scales, param_groups
 from cifar_lab.recipes.tta import TTA_LEVELS, tta_logits
 
@@ -36,6 +38,56 @@ class DeviceClock:
         if self._started is not None:
             self.seconds += self._now() - self._started
             self._started = None
+
+
+class NonFiniteLossError(CifarLabError):
+    """The training loss became NaN or infinite: the run is stopped, no checkpoint of it kept."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+# metrics whose running state must survive a mid-epoch resume (train/* are epoch means, and
+# val/acc_best is the best over all epochs so far)
+_RESUMED_METRICS = ("train_loss", "train_acc", "val_acc_best")
+# how often (in steps) the non-finite-loss flag is read on accelerators: each read is a host
+# sync; on the CPU it is free, so it is read every step there
+_FINITE_CHECK_EVERY = 25
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG a training step may draw from (dropout, ...), in weights-only types."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what rng_state() recorded (the parts this machine has)."""
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "numpy" in state:
+        np_state = state["numpy"]
+        keys = np_state["keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"]))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 class ImageClassifier(pl.LightningModule):
@@ -90,6 +142,9 @@ class ImageClassifier(pl.LightningModule):
         self.test_auroc = MulticlassAUROC(num_classes, average="macro")
         self.val_acc_best = MaxMetric()
         self.clock = DeviceClock()
+        # first step whose loss was not finite (-1: none), kept on the device: no sync per step
+        self._bad_step: torch.Tensor | None = None
+        self._bad_loss: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -98,17 +153,27 @@ class ImageClassifier(pl.LightningModule):
 
     # -- training ------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        self.val_acc_best.reset()
+        if self.trainer.ckpt_path is None:
+            self.val_acc_best.reset()  # a resumed run keeps the best of its earlier epochs
         if self.hparams.whitening_init and self.trainer.ckpt_path is None:
             self.clock.start()  # the init is part of training, as airbench counts it
             self._init_whitening()
             self.clock.stop()
 
     def on_train_start(self) -> None:
+        # a run resumed mid-epoch skips on_train_epoch_start: set the epoch's state here too
+        self._freeze_whiten_bias()
         # after the data is on the device: loading is not training time
         self.clock.start()
 
     def on_train_epoch_start(self) -> None:
+        # a fresh epoch: no running train/* state (a no-op, except after a resume from a
+        # checkpoint written at an epoch's last step, which carries that epoch's state)
+        self.train_loss.reset()
+        self.train_acc.reset()
+        self._freeze_whiten_bias()
+
+    def _freeze_whiten_bias(self) -> None:
         epochs = self.hparams.whiten_bias_epochs
         layer = getattr(self.net, "whiten", None)
         if epochs is not None and layer is not None and layer.bias is not None:
@@ -131,12 +196,42 @@ class ImageClassifier(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
+        self._track_finite(loss.detach())
         # update(), not forward(): no per-batch compute, the epoch value is computed once
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits.detach(), labels)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        if self.device.type == "cpu" or self.trainer.global_step % _FINITE_CHECK_EVERY == 0:
+            self.check_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
+
+    def _track_finite(self, loss: torch.Tensor) -> None:
+        if self._bad_step is None or self._bad_step.device != loss.device:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_loss = torch.zeros((), dtype=torch.float32, device=loss.device)
+        first = ~torch.isfinite(loss) & (self._bad_step < 0)
+        self._bad_step = torch.where(first, torch.full_like(self._bad_step, self.global_step + 1), self._bad_step)
+        self._bad_loss = torch.where(first, loss.float(), self._bad_loss)
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLossError if any training loss so far was NaN or infinite."""
+        if self._bad_step is None:
+            return
+        step = int(self._bad_step.item())  # the one host sync
+        if step >= 0:
+            value = float(self._bad_loss.item())
+            raise NonFiniteLossError(
+                f"the training loss became {value} at step {step} (epoch {self.current_epoch}); "
+                f"training stopped, weights of that step were not saved; lower optimizer.lr, set "
+                f"trainer.gradient_clip_val, or check the data",
+                step=step,
+            )
 
     # -- evaluation ----------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -178,6 +273,12 @@ class ImageClassifier(pl.LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()  # never write a checkpoint of diverged weights
+        # what a resumed run needs to continue exactly: running metric states and global RNGs
+        checkpoint["cifar_lab_resume"] = {
+            "metrics": {name: _metric_state(getattr(self, name)) for name in _RESUMED_METRICS},
+            "rng": rng_state(),
+        }
         # what predict/eval need to rebuild the model without the training config
         checkpoint["cifar_lab"] = {
             "classes": list(self.hparams.classes),
@@ -185,3 +286,30 @@ class ImageClassifier(pl.LightningModule):
             "std": list(self.hparams.std),
             "model_config": self.hparams.model_config,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        resume = checkpoint.get("cifar_lab_resume")
+        if not resume:
+            return
+        for name, state in resume.get("metrics", {}).items():
+            if name in _RESUMED_METRICS:
+                _load_metric_state(getattr(self, name), state)
+        set_rng_state(resume.get("rng", {}))
+
+
+def _metric_state(metric: Any) -> dict[str, Any]:
+    """A torchmetrics metric's running state (tensors only; list states are not resumable)."""
+    states = {name: getattr(metric, name) for name in metric._defaults}
+    return {
+        "states": {k: v.detach().clone() for k, v in states.items() if isinstance(v, torch.Tensor)},
+        "update_count": int(metric._update_count),
+    }
+
+
+def _load_metric_state(metric: Any, state: dict[str, Any]) -> None:
+    for name, value in state.get("states", {}).items():
+        if name in metric._defaults:
+            current = getattr(metric, name)
+            setattr(metric, name, value.to(device=current.device, dtype=current.dtype))
+    metric._update_count = int(state.get("update_count", 0))
+    metric._computed = None

@@ -6,8 +6,10 @@ errors answer in a moment, before torch and Lightning load.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,95 @@ def _test_ckpt_path(cfg: DictConfig, trainer) -> str | None:
     if not best:
         log.warning("test_ckpt=best but no best checkpoint exists (no validation?): testing the final weights")
         return None
-    return best
+    return _display(Path(best))  # relative: the log names no user folders
+
+
+class DiskFullError(CifarLabError):
+    """The disk filled up while the run wrote its outputs."""
+
+
+def _checkpoint_dirs(cfg: DictConfig) -> list[Path]:
+    """Where this run's checkpoints go: checkpoints/ of the run folder (and ModelCheckpoint's)."""
+    dirs = [Path(cfg.paths.output_dir) / "checkpoints"]
+    configured = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    if configured and Path(str(configured)) not in dirs:
+        dirs.append(Path(str(configured)))
+    return dirs
+
+
+def _resume_path(cfg: DictConfig) -> Path | None:
+    """The checkpoint to continue from: ckpt_path, or with resume=latest the run folder's newest."""
+    from cifar_lab.resume import find_latest
+
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume not in (None, "latest"):
+        raise ConfigError(f"resume={resume!r} must be null or 'latest' (or give ckpt_path=PATH)")
+    every = cfg.get("checkpoint_every_n_steps")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ConfigError(f"checkpoint_every_n_steps={every!r} must be a positive integer or null")
+    if resume and ckpt_path:
+        raise ConfigError("set either resume=latest or ckpt_path=PATH, not both")
+    if ckpt_path:
+        return Path(str(ckpt_path))
+    if resume != "latest":
+        return None
+    found = [p for p in (find_latest(d) for d in _checkpoint_dirs(cfg)) if p is not None]
+    if not found:
+        log.warning("resume=latest: no checkpoint in %s yet, starting from scratch", _display(_checkpoint_dirs(cfg)[0]))
+        return None
+    latest = max(found, key=lambda p: p.stat().st_mtime_ns)
+    log.info("resume=latest: continuing from %s", _display(latest))
+    return latest
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (no user folders in logs)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _short_target(target: object) -> str:
+    return str(target).rsplit(".", 1)[-1] if target else "?"
+
+
+def _check_compatible(checkpoint: dict[str, Any], module, datamodule, path: Path) -> None:
+    """One CheckpointError line when ``checkpoint`` was trained with another model or data."""
+    from cifar_lab.checkpoint_io import CheckpointError
+
+    info = checkpoint.get("cifar_lab") or {}
+    theirs_model = (info.get("model_config") or {}).get("_target_")
+    ours_model = (module.hparams.model_config or {}).get("_target_")
+    theirs_classes, ours_classes = info.get("classes"), list(module.hparams.classes)
+    problems = []
+    if theirs_model and ours_model and theirs_model != ours_model:
+        problems.append(f"it holds a {_short_target(theirs_model)}, this run builds a {_short_target(ours_model)}")
+    if theirs_classes is not None and len(theirs_classes) != len(ours_classes):
+        problems.append(f"it was trained on {len(theirs_classes)} classes, this data has {len(ours_classes)}")
+    elif theirs_classes is not None and list(theirs_classes) != ours_classes:
+        problems.append(f"its class names {list(theirs_classes)[:4]}... differ from this data's {ours_classes[:4]}...")
+    if not problems:
+        theirs, ours = checkpoint["state_dict"], module.state_dict()
+        missing = [k for k in ours if k not in theirs]
+        unexpected = [k for k in theirs if k not in ours]
+        reshaped = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+        if reshaped:
+            k = reshaped[0]
+            problems.append(f"{k} has shape {list(theirs[k].shape)} there, {list(ours[k].shape)} here "
+                            f"({len(reshaped)} tensors differ)")
+        elif missing or unexpected:
+            problems.append(f"its weights {'lack ' + missing[0] if missing else 'have an extra ' + unexpected[0]} "
+                            f"({len(missing)} missing, {len(unexpected)} extra)")
+    loader_states = (((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("state_dict") or {}).get("combined_loader") or []
+    for state in loader_states[:1]:
+        if isinstance(state, dict) and state.get("batch_size") not in (None, datamodule.batch_size):
+            problems.append(f"it trained with data.batch_size={state['batch_size']}, this run has {datamodule.batch_size}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit this run: {'; '.join(problems)}; resume with the settings it "
+            f"was trained with, or start from scratch without ckpt_path/resume"
+        )
 
 
 def _route_library_logs_through_hydra() -> None:
@@ -92,18 +182,46 @@ def _route_library_logs_through_hydra() -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test, write metrics.json; return the metrics (test/*, val/*, timings)."""
+    """Fit, test, write metrics.json; return the metrics (test/*, val/*, timings).
+
+    SIGTERM/SIGINT during training save ``checkpoints/resume.ckpt`` and raise
+    :class:`cifar_lab.resume.Preempted`; a NaN/inf loss raises NonFiniteLossError and marks
+    the run failed in metrics.json. A full disk is one DiskFullError line.
+    """
+    from cifar_lab.resume import Preemption
+
+    preemption = Preemption()
+    preemption.install()
+    try:
+        return _train(cfg, preemption)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"the disk is full: could not write {_display(Path(exc.filename)) if exc.filename else 'the outputs'} "
+                f"of '{_display(Path(cfg.paths.output_dir))}' ({exc.strerror}); free space and resume with resume=latest"
+            ) from None
+        raise
+    finally:
+        preemption.uninstall()
+
+
+def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     validate_config(cfg)
+    ckpt_path = _resume_path(cfg)
 
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
     _route_library_logs_through_hydra()
 
+    from cifar_lab.checkpoint_io import SafeCheckpointIO, load_checkpoint
     from cifar_lab.io import write_json_atomic
-    from cifar_lab.module import DeviceClock, ImageClassifier
+    from cifar_lab.module import DeviceClock, ImageClassifier, NonFiniteLossError
+    from cifar_lab.resume import Preempted, ResumeCheckpoint
 
     output_dir = Path(cfg.paths.output_dir)
+    # read (weights-only) and check a checkpoint before any data work or output
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
@@ -124,29 +242,82 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model_config=model_cfg,
         **cfg.module,
     )
+    if checkpoint is not None:
+        _check_compatible(checkpoint, module, datamodule, ckpt_path)
 
     validating = datamodule.val_size > 0
     callbacks_cfg = _resolved_dict(cfg, "callbacks")
     if not validating and callbacks_cfg.get("model_checkpoint"):
         # without validation there is nothing to rank: keep only last.ckpt
         callbacks_cfg["model_checkpoint"].update(monitor=None, save_top_k=0)
-    loggers = _instantiate_dict(OmegaConf.create(_resolved_dict(cfg, "logger")))
+    logger_cfg = _resolved_dict(cfg, "logger")
+    if checkpoint is not None:
+        # the resumed run appends to the same TensorBoard run; steps the killed process logged
+        # after its checkpoint are purged (they are trained again)
+        for entry in logger_cfg.values():
+            if entry and str(entry.get("_target_", "")).endswith("TensorBoardLogger"):
+                entry["purge_step"] = int(checkpoint.get("global_step", 0))
+    loggers = _instantiate_dict(OmegaConf.create(logger_cfg))
     if not loggers:
         callbacks_cfg.pop("learning_rate_monitor", None)  # it needs a logger to write to
     callbacks = _instantiate_dict(OmegaConf.create(callbacks_cfg))
+    callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", cfg.get("checkpoint_every_n_steps"), preemption))
     extra: dict[str, Any] = {} if validating else {"limit_val_batches": 0}
     if cfg.get("epochs") is not None:
         extra.update(_fractional_epochs(cfg, datamodule))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    checkpoint_io = SafeCheckpointIO(output_dir)
+    if checkpoint is not None:
+        checkpoint_io.preload(ckpt_path, checkpoint)
+        del checkpoint
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra)
+    # SIGTERM is ours (Preemption): Lightning's handler would stop without a consistent checkpoint
+    trainer._signal_connector.register_signal_handlers = lambda: None
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    def failed(status: str, error: str, **more: Any) -> None:
+        if trainer.is_global_zero:
+            summary = {"status": status, "error": error, "epochs": trainer.current_epoch,
+                       "steps": trainer.global_step, "seed": cfg.seed, **more}
+            try:
+                write_json_atomic(output_dir / "metrics.json", summary)
+            except OSError as exc:
+                log.error("could not write metrics.json (%s)", exc.strerror or exc)
+
+    preemption.phase = "training"
+    try:
+        fit_ckpt = _display(ckpt_path) if ckpt_path else None  # relative: no user folders in the log
+        trainer.fit(module, datamodule=datamodule, ckpt_path=fit_ckpt, weights_only=True)
+        if preemption.requested:  # signalled after the last training step: keep the finished state
+            trainer.save_checkpoint(output_dir / "checkpoints" / "resume.ckpt")
+            raise Preempted(preemption.signum)
+    except Preempted as stop:
+        command = _resume_command(cfg)
+        name = signal.Signals(stop.signum).name
+        saved = "checkpoint saved" if stop.saved else "stopped at once (no new checkpoint)"
+        stop.message = f"pre-empted by {name} at step {trainer.global_step}: {saved}; resume with: {command}"
+        failed("preempted", f"pre-empted by {name}", resume=command)
+        raise
+    except NonFiniteLossError as err:
+        from cifar_lab.resume import find_latest
+
+        good = find_latest(output_dir / "checkpoints")
+        kept = f"; the last good checkpoint is {_display(good)}" if good else "; no checkpoint was saved before it"
+        failed("failed", f"{err}{kept}", failed_step=err.step)
+        raise NonFiniteLossError(f"{err}{kept}", err.step) from None
+    except CifarLabError:
+        raise
+    except Exception as exc:
+        if not (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+            failed("failed", f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
+        raise
+    finally:
+        preemption.phase = "finishing"
     fit_metrics = _scalar_metrics(trainer.callback_metrics)
 
     test_metrics: dict[str, float] = {}
     test_clock = DeviceClock()
     if not trainer.interrupted:
         test_clock.start()
-        trainer.test(module, datamodule=datamodule, ckpt_path=_test_ckpt_path(cfg, trainer), verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=_test_ckpt_path(cfg, trainer), verbose=False, weights_only=True)
         test_clock.stop()
         test_metrics = _scalar_metrics(trainer.callback_metrics)
 
@@ -166,17 +337,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "device": str(trainer.strategy.root_device),
         "status": "interrupted" if trainer.interrupted else "completed",
+        "resumed": ckpt_path is not None,
     }
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", summary)
         _log_hparams(loggers, cfg, summary)
     log.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
+    if preemption.requested:  # signalled during the test pass: the run is complete, then stop
+        stop = Preempted(preemption.signum)
+        stop.message = (f"received {signal.Signals(preemption.signum).name} after training finished: the run "
+                        f"completed and wrote its metrics; nothing to resume")
+        raise stop
     return summary
+
+
+def _resume_command(cfg: DictConfig) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    from cifar_lab.resume import resume_command
+
+    overrides: list[str] = []
+    if HydraConfig.initialized():
+        overrides = list(HydraConfig.get().overrides.task)
+    return resume_command(cfg.paths.output_dir, overrides)
 
 
 def _log_hparams(loggers: list[Any], cfg: DictConfig, summary: dict[str, Any]) -> None:
     """The hparams tab: the flattened config beside the final metrics of this run."""
     from lightning.pytorch.loggers import TensorBoardLogger
+
+    from cifar_lab.checkpoint_io import RUN_MARKER, _map_strings
 
     final = {k: v for k, v in summary.items() if "/" in k and isinstance(v, float)}
     final.update(train_time_s=summary["train_time_s"])
@@ -185,6 +375,9 @@ def _log_hparams(loggers: list[Any], cfg: DictConfig, summary: dict[str, Any]) -
         for key, value in cfg.items()
         if key not in ("hydra", "paths")
     }
+    # paths inside the run folder (e.g. the checkpoint folder) as <run>/...: no user folders in logs
+    run_dir = str(Path(cfg.paths.output_dir).resolve())
+    params = _map_strings(params, lambda s: RUN_MARKER + s[len(run_dir):] if s.startswith(run_dir) else s)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics=final)
@@ -207,11 +400,29 @@ def _is_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """`python train.py ...` and the `cifar-lab-train` console script."""
+    from cifar_lab.resume import Preempted
+
     try:
         return optimized_value(cfg, train(cfg))
+    except Preempted as stop:
+        # pre-emption stops the whole process (a sweep too): one line, the way back in
+        message = getattr(stop, "message", None) or (
+            f"stopped by {signal.Signals(stop.signum).name} at once (before training, or a second signal): no new "
+            f"checkpoint; run the same command again (add resume=latest in the same run folder to continue)"
+        )
+        log.warning("%s", message)
+        print(message, file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except CifarLabError as err:
         if _is_multirun():
             log.error("error: %s", err)
             return math.nan  # one bad job must not end the sweep
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        if not _is_multirun():
+            raise
+        # a crashed job is recorded (metrics.json status failed, traceback in its log) and the
+        # sweep goes on: the other jobs' results are never lost
+        log.exception("job failed")
+        return math.nan

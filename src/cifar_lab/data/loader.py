@@ -45,6 +45,12 @@ class DeviceLoader:
     Randomness of epoch ``e`` (order, flips, crops) comes from a generator seeded with
     (seed, e) alone, so any epoch can be replayed exactly, also after a resume. With
     ``world_size > 1`` each rank takes a disjoint slice of the same epoch permutation.
+
+    The loader is *stateful* in Lightning's sense (``state_dict``/``load_state_dict``):
+    the checkpoint records (seed, epoch, batches already served), which fixes the shuffling
+    and augmentation RNG completely, and a loader restored from it skips the batches of that
+    epoch already trained on. That is what makes a resume from a mid-epoch checkpoint
+    bitwise equal to a run that was never interrupted.
     """
 
     def __init__(
@@ -76,6 +82,11 @@ class DeviceLoader:
         self.rank = rank
         self.world_size = world_size
         self._own_epoch = 0
+        # progress of the iteration in flight (what state_dict() records)
+        self._epoch_in_flight: int | None = None
+        self._served = 0
+        # set by load_state_dict(): (epoch, batches to skip), applied by the next iteration
+        self._resume_at: tuple[int, int] | None = None
 
     @property
     def samples_per_rank(self) -> int:
@@ -121,12 +132,49 @@ class DeviceLoader:
         )
         return order[self.rank :: self.world_size][: self.samples_per_rank]
 
+    # -- resumable state (Lightning saves it in the checkpoint's loop state) -----------------
+    def state_dict(self) -> dict[str, int]:
+        """Where the iteration stands: its RNG is fully defined by (seed, epoch)."""
+        epoch = self._epoch_in_flight
+        return {
+            "seed": int(self.seed),
+            "epoch": -1 if epoch is None else int(epoch),
+            "batches": int(self._served),
+            "batch_size": int(self.batch_size),
+            "world_size": int(self.world_size),
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration of ``state['epoch']`` skip the batches already served."""
+        for key in ("seed", "batch_size", "world_size"):
+            if key in state and int(state[key]) != int(getattr(self, key)):
+                raise ConfigError(
+                    f"the checkpoint's data loader ran with {key}={state[key]}, this run has "
+                    f"{key}={getattr(self, key)}: resume with the same settings, or start fresh"
+                )
+        epoch, batches = int(state.get("epoch", -1)), int(state.get("batches", 0))
+        self._resume_at = (epoch, batches) if epoch >= 0 and batches > 0 else None
+        if self.epoch_fn is None and epoch >= 0:
+            # no trainer to ask: continue the checkpoint's epoch, or start the next one
+            self._own_epoch = epoch + 1 if batches >= len(self) else epoch
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # A generator: nothing below runs before the first next(), so the epoch is read when
+        # the batch is actually wanted (Lightning calls iter() early, before its epoch counter
+        # is final on a resume).
         epoch = self._epoch()
+        skip = 0
+        if self._resume_at is not None:
+            resume_epoch, resume_batches = self._resume_at
+            self._resume_at = None  # one resume, one skip
+            if resume_epoch == epoch:
+                skip = min(resume_batches, len(self))
+        self._epoch_in_flight, self._served = epoch, skip
         generator = self._generator(epoch)
         order = self.epoch_order(epoch, generator)
         images = self.augmented(epoch, generator)
-        for i in range(len(self)):
+        for i in range(skip, len(self)):
+            self._served = i + 1
             start, stop = i * self.batch_size, (i + 1) * self.batch_size
             if order is None:
                 yield images[start:stop], self.labels[start:stop]
