@@ -109,7 +109,7 @@ def main() -> None:
     arrays = load_arrays(data, args.cache_dir)
     workdir = Path(tempfile.mkdtemp(prefix="cifar_lab_bench_"))
     trainer = "trainer=gpu" if args.device == "cuda" else "trainer=cpu"
-    common = [f"data=folder", f"data.path={data}", trainer] + ([f"paths.cache_dir={args.cache_dir}"] if args.cache_dir else [])
+    common = ["data=folder", f"data.path={data}", trainer] + ([f"paths.cache_dir={args.cache_dir}"] if args.cache_dir else [])
 
     if "airbench" in systems:
         try:

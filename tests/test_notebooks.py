@@ -3,8 +3,6 @@ and they are committed without outputs."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import nbformat
 import pytest

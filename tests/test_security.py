@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_lab.checkpoint_io import CheckpointError, SafeCheckpointIO, load_checkpoint
+from cifar_lab.checkpoint_io import SafeCheckpointIO, load_checkpoint
+from cifar_lab.errors import CheckpointError
 from cifar_lab.data.sources import ImageFolderSource, TorchvisionCIFAR10
 from cifar_lab.errors import DataError
 from cifar_lab.train import train

@@ -8,20 +8,13 @@ The checkpoint carries ``checkpoint["cifar_lab"] = {classes, mean, std, model_co
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from cifar_lab.errors import CifarLabError
-
-
-class CheckpointError(CifarLabError):
-    """The checkpoint is missing, unreadable, or not one of ours."""
+from cifar_lab.checkpoint_io import load_checkpoint as load_checkpoint_dict
+from cifar_lab.errors import CheckpointError
 
 
 @dataclass
@@ -35,17 +28,8 @@ class LoadedCheckpoint:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint dict, checked to be a cifar_lab one (CheckpointError otherwise)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else f"{path} is not a file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError):
-        # weights_only refuses anything but tensors and plain values: a foreign or damaged file
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (damaged, or not a checkpoint)") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    """The checkpoint dict, safely loaded and checked to be a cifar_lab one (CheckpointError otherwise)."""
+    checkpoint = load_checkpoint_dict(path)
     extra = checkpoint.get("cifar_lab")
     if not isinstance(extra, dict) or not {"classes", "mean", "std", "model_config"} <= extra.keys():
         raise CheckpointError(

@@ -26,15 +26,11 @@ from typing import Any, Callable
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from cifar_lab.errors import CifarLabError
+from cifar_lab.errors import CheckpointError
 from cifar_lab.io import atomic_write_bytes
 
 RUN_MARKER = "<run>"
 _RUN_DIR_KEY = "cifar_lab_run_dir"  # the run folder, relative to the checkpoint's folder
-
-
-class CheckpointError(CifarLabError):
-    """A checkpoint is missing, unreadable, unsafe, or does not fit the run."""
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,3 +11,7 @@ class ConfigError(CifarLabError, ValueError):
 
 class DataError(CifarLabError, ValueError):
     """The data source is missing, unreadable or malformed."""
+
+
+class CheckpointError(CifarLabError):
+    """A checkpoint is missing, unreadable, unsafe, or does not fit the run."""

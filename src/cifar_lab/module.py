@@ -234,7 +234,7 @@ class ImageClassifier(pl.LightningModule):
             )
 
     # -- evaluation ----------------------------------------------------------------------
-    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, labels = batch
         logits = tta_logits(self, images, self.hparams.tta_level).float()
         loss = nn.functional.cross_entropy(logits, labels)
@@ -247,6 +247,7 @@ class ImageClassifier(pl.LightningModule):
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/auroc", auroc, on_step=False, on_epoch=True)
+        return logits
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -257,8 +258,9 @@ class ImageClassifier(pl.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # the logits go to test-end callbacks (confusion matrix, worst mistakes) for free
+        return self._eval_step("test", batch)
 
     # -- optimization --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

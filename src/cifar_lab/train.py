@@ -137,7 +137,7 @@ def _short_target(target: object) -> str:
 
 def _check_compatible(checkpoint: dict[str, Any], module, datamodule, path: Path) -> None:
     """One CheckpointError line when ``checkpoint`` was trained with another model or data."""
-    from cifar_lab.checkpoint_io import CheckpointError
+    from cifar_lab.errors import CheckpointError
 
     info = checkpoint.get("cifar_lab") or {}
     theirs_model = (info.get("model_config") or {}).get("_target_")
@@ -215,6 +215,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     _route_library_logs_through_hydra()
 
     from cifar_lab.checkpoint_io import SafeCheckpointIO, load_checkpoint
+    from cifar_lab.distributed import route_ddp_children_through_job_config
     from cifar_lab.io import write_json_atomic
     from cifar_lab.module import DeviceClock, ImageClassifier, NonFiniteLossError
     from cifar_lab.resume import Preempted, ResumeCheckpoint
@@ -269,6 +270,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     if checkpoint is not None:
         checkpoint_io.preload(ckpt_path, checkpoint)
         del checkpoint
+    route_ddp_children_through_job_config()  # DDP ranks: the job's own config and folder
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra)
     # SIGTERM is ours (Preemption): Lightning's handler would stop without a consistent checkpoint
     trainer._signal_connector.register_signal_handlers = lambda: None
