@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_lab.errors import CheckpointError
-from cifar_lab.errors import ConfigError, DataError
-from cifar_lab.module import NonFiniteLossError
+from cifar_lab.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from cifar_lab.train import DiskFullError, train
 from tests.conftest import REPO_ROOT
 

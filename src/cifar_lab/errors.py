@@ -15,3 +15,11 @@ class DataError(CifarLabError, ValueError):
 
 class CheckpointError(CifarLabError):
     """A checkpoint is missing, unreadable, unsafe, or does not fit the run."""
+
+
+class NonFiniteLossError(CifarLabError):
+    """The training loss became NaN or infinite: the run is stopped, no checkpoint of it kept."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step

@@ -2,51 +2,19 @@
 
 from __future__ import annotations
 
-import random
-import time
 from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
-from cifar_lab.errors import CifarLabError, ConfigError
+from cifar_lab.errors import ConfigError, NonFiniteLossError
 from cifar_lab.optim import apply_lr_scales, param_groups
 from cifar_lab.recipes.tta import TTA_LEVELS, tta_logits
-
-
-class DeviceClock:
-    """Wall time of a region of device work: synchronizes the GPU before reading the clock."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._started: float | None = None
-
-    @staticmethod
-    def _now() -> float:
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def start(self) -> None:
-        self._started = self._now()
-
-    def stop(self) -> None:
-        if self._started is not None:
-            self.seconds += self._now() - self._started
-            self._started = None
-
-
-class NonFiniteLossError(CifarLabError):
-    """The training loss became NaN or infinite: the run is stopped, no checkpoint of it kept."""
-
-    def __init__(self, message: str, step: int) -> None:
-        super().__init__(message)
-        self.step = step
-
+from cifar_lab.rng import rng_state, set_rng_state
+from cifar_lab.timing import DeviceClock
 
 # metrics whose running state must survive a mid-epoch resume (train/* are epoch means, and
 # val/acc_best is the best over all epochs so far)
@@ -54,40 +22,6 @@ _RESUMED_METRICS = ("train_loss", "train_acc", "val_acc_best")
 # how often (in steps) the non-finite-loss flag is read on accelerators: each read is a host
 # sync; on the CPU it is free, so it is read every step there
 _FINITE_CHECK_EVERY = 25
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG a training step may draw from (dropout, ...), in weights-only types."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what rng_state() recorded (the parts this machine has)."""
-    if "torch" in state:
-        torch.set_rng_state(state["torch"].cpu())
-    if "numpy" in state:
-        np_state = state["numpy"]
-        keys = np_state["keys"].numpy().astype(np.uint32)
-        np.random.set_state(("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"]))
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 class ImageClassifier(pl.LightningModule):

@@ -216,9 +216,11 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
 
     from cifar_lab.checkpoint_io import SafeCheckpointIO, load_checkpoint
     from cifar_lab.distributed import route_ddp_children_through_job_config
+    from cifar_lab.errors import NonFiniteLossError
     from cifar_lab.io import write_json_atomic
-    from cifar_lab.module import DeviceClock, ImageClassifier, NonFiniteLossError
+    from cifar_lab.module import ImageClassifier
     from cifar_lab.resume import Preempted, ResumeCheckpoint
+    from cifar_lab.timing import DeviceClock
 
     output_dir = Path(cfg.paths.output_dir)
     # read (weights-only) and check a checkpoint before any data work or output
