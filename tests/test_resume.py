@@ -24,7 +24,8 @@ from cifar_lab.resume import Preempted, find_latest
 from cifar_lab.train import train
 from tests.conftest import REPO_ROOT
 
-# 310 training images / 50 = 6 steps per epoch, 2 epochs: 12 steps, a checkpoint after each
+# 310 training images / 50 = 6 steps per epoch, 3 epochs: 18 steps, a checkpoint after each
+# (slack after the last kill point, so a slow poll never finds the run already finished)
 RUN = [
     "data=synthetic",
     "data.source.train_per_class=36",
@@ -34,13 +35,13 @@ RUN = [
     "model.widths=[8,16,16]",
     "module.whiten_bias_epochs=1",
     "trainer=cpu",
-    "trainer.max_epochs=2",
+    "trainer.max_epochs=3",
     "trainer.deterministic=true",
     "checkpoint_every_n_steps=1",
     "callbacks.rich_progress_bar=null",
     "callbacks.rich_model_summary=null",
 ]
-TOTAL_STEPS = 12
+TOTAL_STEPS = 18
 # what may differ between an interrupted and an uninterrupted run: clocks, and the flag itself
 UNTIMED = {"train_time_s", "fit_time_s", "test_time_s", "train_images_per_s", "resumed"}
 
@@ -101,7 +102,7 @@ def test_killed_runs_resume_to_the_same_weights_and_metrics(tmp_path):
 
     # 3: SIGTERM, a clean pre-emption: checkpoint, one line with the command, status 143
     proc = _start(run_dir, "resume=latest")
-    kills.append(_interrupt_after(proc, run_dir, kills[-1][1] + 2, signal.SIGTERM))
+    kills.append(_interrupt_after(proc, run_dir, min(kills[-1][1] + 2, TOTAL_STEPS - 6), signal.SIGTERM))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     lines = [line for line in stderr.splitlines() if "pre-empted" in line]
@@ -115,7 +116,7 @@ def test_killed_runs_resume_to_the_same_weights_and_metrics(tmp_path):
         [sys.executable, "train.py", *resume_args], cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    kills.append(_interrupt_after(proc, run_dir, kills[-1][1] + 1, signal.SIGKILL))
+    kills.append(_interrupt_after(proc, run_dir, min(kills[-1][1] + 1, TOTAL_STEPS - 3), signal.SIGKILL))
     assert proc.wait(60) == -signal.SIGKILL
 
     final = _start(run_dir, "resume=latest")
