@@ -101,15 +101,28 @@ def test_speed94_recipe_runs_end_to_end_with_fractional_epochs(make_cfg, tmp_pat
     assert metrics["test/acc"] > 0.3
 
 
-def test_whitening_bias_freezes_after_its_epochs(make_cfg):
+def test_whitening_bias_freezes_after_its_epochs(monkeypatch):
+    """The bias trains for whiten_bias_epochs epochs; after that its gradient is dropped before
+    every optimizer step (requires_grad stays on: DDP forbids changing it mid-run)."""
     from cifar_lab.models import FastNet
     from cifar_lab.module import ImageClassifier
 
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=2)
-    seen = []
+    monkeypatch.setattr(ImageClassifier, "current_epoch", property(lambda self: self._epoch))
+    kept = []
     for epoch in range(4):
-        module.trainer = type("T", (), {"current_epoch": epoch})()
-        type(module).current_epoch = property(lambda self: self.trainer.current_epoch)
-        module.on_train_epoch_start()
-        seen.append(module.net.whiten.bias.requires_grad)
-    assert seen == [True, True, False, False]
+        module._epoch = epoch
+        module.net.whiten.bias.grad = torch.ones_like(module.net.whiten.bias)
+        module.on_before_optimizer_step(None)
+        kept.append(module.net.whiten.bias.grad is not None)
+        assert module.net.whiten.bias.requires_grad
+    assert kept == [True, True, False, False]
+
+
+def test_checkpoint_holds_one_copy_of_the_weights():
+    from cifar_lab.models import SeedCNN
+    from cifar_lab.module import ImageClassifier
+
+    module = ImageClassifier(SeedCNN(num_classes=10), optimizer=torch.optim.SGD, num_classes=10)
+    keys = list(module.state_dict())
+    assert keys and all(k.startswith("net.") for k in keys), keys

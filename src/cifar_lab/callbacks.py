@@ -14,10 +14,9 @@ class TestPredictions(pl.Callback):
     """Collects the test split's logits and labels; at test end draws, into TensorBoard,
     the confusion matrix and a grid of the most confidently misclassified images.
 
-    The test step returns nothing, so the logits are recomputed from the batch (with the
-    module's TTA level): one more forward pass over the test split, cheap next to training.
-    If ``test_step`` ever returns the logits (a tensor, or a dict with ``logits``), those are
-    used instead. ``eval`` reads :attr:`logits`/:attr:`labels` after ``trainer.test``.
+    ``ImageClassifier.test_step`` returns its logits, which are used as they are; for a
+    module whose test step returns nothing, they are recomputed from the batch (with the
+    module's TTA level). ``eval`` reads :attr:`logits`/:attr:`labels` after ``trainer.test``.
     """
 
     __test__ = False  # a callback, not a pytest class

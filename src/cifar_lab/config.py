@@ -14,6 +14,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from cifar_lab.errors import ConfigError
 
+# horizontal-flip modes of the data loader (cifar_lab.data.augment uses these)
 FLIP_MODES = ("none", "random", "alternating")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 TEST_CKPT = ("best", "last")

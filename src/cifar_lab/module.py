@@ -65,7 +65,9 @@ class ImageClassifier(pl.LightningModule):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self._forward_net = torch.compile(self.net) if compile else self.net
+        # not registered as a submodule: the state_dict keeps one copy of the weights, under
+        # net.*, whether or not the net is compiled (checkpoints stay interchangeable)
+        object.__setattr__(self, "_forward_net", torch.compile(self.net) if compile else self.net)
 
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -76,6 +78,7 @@ class ImageClassifier(pl.LightningModule):
         self.test_auroc = MulticlassAUROC(num_classes, average="macro")
         self.val_acc_best = MaxMetric()
         self.clock = DeviceClock()
+        self.steps_at_train_start = 0
         # first step whose loss was not finite (-1: none), kept on the device: no sync per step
         self._bad_step: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None
@@ -95,24 +98,24 @@ class ImageClassifier(pl.LightningModule):
             self.clock.stop()
 
     def on_train_start(self) -> None:
-        # a run resumed mid-epoch skips on_train_epoch_start: set the epoch's state here too
-        self._freeze_whiten_bias()
         # after the data is on the device: loading is not training time
         self.clock.start()
+        self.steps_at_train_start = self.trainer.global_step  # > 0 after a resume
 
     def on_train_epoch_start(self) -> None:
         # a fresh epoch: no running train/* state (a no-op, except after a resume from a
         # checkpoint written at an epoch's last step, which carries that epoch's state)
         self.train_loss.reset()
         self.train_acc.reset()
-        self._freeze_whiten_bias()
 
-    def _freeze_whiten_bias(self) -> None:
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # airbench: the whitening bias learns the data's offset early, then is frozen. Its
+        # gradient is dropped (the optimizer then skips it) rather than requires_grad turned
+        # off mid-run, which DDP forbids for a parameter it has registered.
         epochs = self.hparams.whiten_bias_epochs
         layer = getattr(self.net, "whiten", None)
-        if epochs is not None and layer is not None and layer.bias is not None:
-            # airbench: the whitening bias learns the data's offset early, then is frozen
-            layer.bias.requires_grad_(self.current_epoch < epochs)
+        if epochs is not None and layer is not None and layer.bias is not None and self.current_epoch >= epochs:
+            layer.bias.grad = None
 
     def on_train_end(self) -> None:
         self.clock.stop()

@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.config import validate_config
+from cifar_lab.config import global_batch, validate_config
 from cifar_lab.errors import CifarLabError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ def _fractional_epochs(cfg: DictConfig, datamodule) -> dict[str, int]:
     epochs = cfg.epochs
     if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or epochs <= 0:
         raise ConfigError(f"epochs={epochs!r} must be a positive number (or null to use trainer.max_epochs)")
-    devices = cfg.trainer.get("devices", 1)
-    world_size = (devices if isinstance(devices, int) and devices > 0 else 1) * int(cfg.trainer.get("num_nodes", 1) or 1)
+    world_size = global_batch(1, cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1))
     per_rank = datamodule.num_train // world_size
     steps_per_epoch = per_rank // datamodule.batch_size if datamodule.drop_last else -(-per_rank // datamodule.batch_size)
     if steps_per_epoch < 1:
@@ -327,7 +326,8 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
 
     metrics = {**fit_metrics, **test_metrics}
     fit_time = module.clock.seconds
-    trained_images = trainer.global_step * datamodule.batch_size * trainer.world_size
+    # images trained by this process (a resumed run's clock starts at its checkpoint)
+    trained_images = (trainer.global_step - module.steps_at_train_start) * datamodule.batch_size * trainer.world_size
     summary = {
         **{k: v for k, v in metrics.items() if k.split("/")[0] in ("train", "val", "test")},
         # what airbench counts: data-driven init + training steps + the final (TTA) test pass

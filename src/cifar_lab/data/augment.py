@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-FLIP_MODES = ("none", "random", "alternating")
+from cifar_lab.config import FLIP_MODES  # noqa: F401  (re-exported for the loader)
+
 
 
 def random_flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:
