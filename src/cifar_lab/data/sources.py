@@ -135,8 +135,10 @@ class ImageFolderSource:
         self.on_size_mismatch = on_size_mismatch
 
     def prepare(self) -> None:
-        """Decode the source into the cache, unless a valid cache for it already exists."""
-        self.load()
+        """Decode the source into the cache unless a cache for it exists. Its validity is checked
+        by ``load()`` (which rebuilds a corrupt one), so the cache is read once per run, not twice."""
+        if not self.cache_path().is_file():
+            self.load()
 
     def load(self) -> ImageArrays:
         """The cached arrays if the cache matches the source, else decode and cache them."""
