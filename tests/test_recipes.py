@@ -101,6 +101,20 @@ def test_speed94_recipe_runs_end_to_end_with_fractional_epochs(make_cfg, tmp_pat
     assert metrics["test/acc"] > 0.3
 
 
+def test_speed96_recipe_composes_airbench96_and_runs(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "experiment=speed96", "data=synthetic", "trainer=cpu", "data.val_size=0", "data.batch_size=100", "data.eval_batch_size=100",
+        "epochs=1", "model.widths=[8,16,16]", fast=False,
+    )
+    assert cfg.model.residual is True and cfg.data.cutout == 12 and cfg.data.translate == 4
+    assert cfg.optimizer.lr == 9.0 and cfg.scheduler.final_factor == 0.0 and cfg.epochs == 1
+    assert cfg.callbacks.lookahead is not None and cfg.module.tta_level == 2  # inherited from speed94
+    summary = train(cfg)
+    assert summary["steps"] == 10
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["params"] > 0 and 0.0 <= metrics["test/acc"] <= 1.0
+
+
 def test_whitening_bias_freezes_after_its_epochs(monkeypatch):
     """The bias trains for whiten_bias_epochs epochs; after that its gradient is dropped before
     every optimizer step (requires_grad stays on: DDP forbids changing it mid-run)."""

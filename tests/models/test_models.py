@@ -152,6 +152,23 @@ def test_fastnet_options_change_the_net() -> None:
     assert model.head.in_features == 48
 
 
+def test_fastnet_residual_is_airbench96s_net() -> None:
+    model = FastNet(num_classes=10, widths=[128, 512, 512], residual=True)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 10  # whitening + 3 groups x 3 convs
+    group = model.layers[0].eval()
+    x = torch.randn(2, 24, 8, 8)
+    h = group.activ(group.norm1(group.pool(group.conv1(x))))
+    # the identity branch is really added: with conv3 zeroed the group returns GELU(h + bias3)
+    with torch.no_grad():
+        group.conv3.weight.zero_()
+        group.norm3.bias.fill_(0.5)
+    assert torch.allclose(group(x), group.activ(h + group.norm3.bias.view(1, -1, 1, 1)))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    plain = FastNet(num_classes=10)
+    assert not hasattr(plain.layers[0], "conv3")
+
+
 def test_reference_parameter_counts() -> None:
     assert n_params(ResNet18(num_classes=10)) == 11_173_962
     assert n_params(VGG16(num_classes=10)) == 14_728_266

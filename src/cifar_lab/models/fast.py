@@ -59,10 +59,20 @@ class DiracConv(nn.Conv2d):
 
 
 class ConvGroup(nn.Module):
-    """conv -> pool -> BN -> GELU -> conv -> BN -> GELU (pooling before BN, as airbench)."""
+    """conv -> pool -> BN -> GELU -> conv -> BN -> GELU (pooling before BN, as airbench).
+
+    With ``residual=True`` (airbench96) a third conv follows and the last two convs form a
+    residual branch: ``x + BN(conv3(GELU(BN(conv2(x)))))``, then GELU after the sum.
+    """
 
     def __init__(
-        self, channels_in: int, channels_out: int, momentum: float, eps: float, dirac: bool
+        self,
+        channels_in: int,
+        channels_out: int,
+        momentum: float,
+        eps: float,
+        dirac: bool,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = DiracConv(channels_in, channels_out, dirac)
@@ -70,15 +80,24 @@ class ConvGroup(nn.Module):
         self.norm1 = FrozenScaleBatchNorm(channels_out, momentum, eps)
         self.conv2 = DiracConv(channels_out, channels_out, dirac)
         self.norm2 = FrozenScaleBatchNorm(channels_out, momentum, eps)
+        self.residual = residual
+        if residual:
+            self.conv3 = DiracConv(channels_out, channels_out, dirac)
+            self.norm3 = FrozenScaleBatchNorm(channels_out, momentum, eps)
         self.activ = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.activ(self.norm1(self.pool(self.conv1(x))))
-        return self.activ(self.norm2(self.conv2(x)))
+        if not self.residual:
+            return self.activ(self.norm2(self.conv2(x)))
+        branch = self.norm3(self.conv3(self.activ(self.norm2(self.conv2(x)))))
+        return self.activ(x + branch)
 
 
 class FastNet(nn.Module):
     """airbench94's net; 1,972,792 parameters at the defaults and 10 classes.
+
+    ``residual=True`` with ``widths=(128, 512, 512)`` is airbench96's net (10 convs).
 
     ``self.whiten`` is the patch-whitening conv (``2 * 3 * kernel_size**2`` output channels:
     each whitened direction with both signs, so the following GELU keeps all information).
@@ -97,6 +116,7 @@ class FastNet(nn.Module):
         scaling_factor: float = 1 / 9,
         dirac_init: bool = True,
         whiten_bias_trainable: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         name = "FastNet"
@@ -117,6 +137,7 @@ class FastNet(nn.Module):
         )
         dirac = check_bool(dirac_init, "dirac_init", name)
         check_bool(whiten_bias_trainable, "whiten_bias_trainable", name)
+        res = check_bool(residual, "residual", name)
 
         self.num_classes = k
         whiten_width = 2 * 3 * ks * ks
@@ -126,9 +147,9 @@ class FastNet(nn.Module):
         self.whiten.bias.requires_grad_(whiten_bias_trainable)
         self.activ = nn.GELU()
         self.layers = nn.Sequential(
-            ConvGroup(whiten_width, w[0], momentum, eps, dirac),
-            ConvGroup(w[0], w[1], momentum, eps, dirac),
-            ConvGroup(w[1], w[2], momentum, eps, dirac),
+            ConvGroup(whiten_width, w[0], momentum, eps, dirac, res),
+            ConvGroup(w[0], w[1], momentum, eps, dirac, res),
+            ConvGroup(w[1], w[2], momentum, eps, dirac, res),
         )
         self.pool = nn.MaxPool2d(3)
         self.flatten = nn.Flatten()
