@@ -133,6 +133,60 @@ def test_whitening_bias_freezes_after_its_epochs(monkeypatch):
     assert kept == [True, True, False, False]
 
 
+@pytest.mark.parametrize(("world_size", "stops_gradient"), [(1, True), (2, False)])
+def test_whitening_bias_gradient_stops_on_one_device(monkeypatch, world_size, stops_gradient):
+    """On one device requires_grad goes off after whiten_bias_epochs, so backward skips the first
+    conv's input gradient; under DDP (world_size > 1) it must stay on and the grad is dropped."""
+    from types import SimpleNamespace
+
+    from cifar_lab.models import FastNet
+    from cifar_lab.module import ImageClassifier
+
+    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=1)
+    monkeypatch.setattr(ImageClassifier, "current_epoch", property(lambda self: self._epoch))
+    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: SimpleNamespace(world_size=world_size)))
+    module._epoch = 0
+    module.on_train_epoch_start()
+    assert module.net.whiten.bias.requires_grad
+    module(torch.randn(4, 3, 32, 32)).sum().backward()
+    assert module.net.whiten.bias.grad is not None
+    module.zero_grad(set_to_none=True)
+    module._epoch = 1
+    module.on_train_epoch_start()
+    assert module.net.whiten.bias.requires_grad is not stops_gradient
+    module(torch.randn(4, 3, 32, 32)).sum().backward()
+    module.on_before_optimizer_step(None)
+    assert module.net.whiten.bias.grad is None
+
+
+def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatch):
+    """The GPU warm-up (forced here on the CPU) runs real train and TTA passes, then restores
+    everything training depends on."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from cifar_lab.models import FastNet
+    from cifar_lab.module import ImageClassifier
+
+    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, tta_level=2)
+    datamodule = SimpleNamespace(batch_size=16, eval_batch_size=8, train_images=lambda n, device: torch.zeros(n, 3, 32, 32))
+    trainer = SimpleNamespace(datamodule=datamodule, world_size=1, precision_plugin=SimpleNamespace(forward_context=nullcontext))
+    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: trainer))
+    calls = []
+    original_forward = ImageClassifier.forward
+    monkeypatch.setattr(ImageClassifier, "forward", lambda self, x: calls.append(len(x)) or original_forward(self, x))
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert not module._should_warm_up()  # CPU: nothing to warm
+    monkeypatch.setattr(ImageClassifier, "_should_warm_up", lambda self: True)
+    module._warm_up_device()
+    assert calls[:2] == [16, 16] and calls[2:] == [8] * 6  # two train steps, six TTA views
+    after = module.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
+    assert all(p.grad is None for p in module.parameters())
+    assert torch.equal(torch.get_rng_state(), rng) and module.warmup_seconds > 0
+
+
 def test_checkpoint_holds_one_copy_of_the_weights():
     from cifar_lab.models import SeedCNN
     from cifar_lab.module import ImageClassifier

@@ -334,6 +334,8 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
         "train_time_s": round(fit_time + test_clock.seconds, 3),
         "fit_time_s": round(fit_time, 3),
         "test_time_s": round(test_clock.seconds, 3),
+        # outside train_time_s, as airbench's warm-up: cudnn autotuning, kernel loading (GPU)
+        "warmup_time_s": round(module.warmup_seconds, 3),
         "train_images_per_s": round(trained_images / fit_time, 1) if fit_time > 0 else None,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
