@@ -10,9 +10,13 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 CIFAR_LAB_CACHE_DIR=/tmp
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"; } 2>&1 | tee "$OUT/env.txt"
 DATA=$PWD/.devdata/cifar10-jpeg.tar.gz
 COMMON="data=folder data.path=$DATA trainer=gpu logger=none"
+PARTS=${PARTS:-speed94,sweep,speed96,seed}  # which parts to run, e.g. PARTS=speed94,sweep
+has() { [[ ",$PARTS," == *",$1,"* ]]; }
+# cpu90 candidates: "widths batch epochs" (epochs chosen so each takes ~560 s on 2 CPU cores)
+CANDIDATES=${CANDIDATES:-"[64,192,192] 256 8.5; [48,160,160] 256 11.5; [64,256,256] 256 6.4; [64,128,256] 256 10; [64,256,256] 1024 6; [32,128,128] 256 17; [64,192,192] 512 8.5"}
 
 # 1) speed94 through Lightning vs the same recipe as a plain loop vs airbench94, same data
-timeout ${SPEED_TIMEOUT:-200} python3 benchmarks/speed.py --data $DATA --device cuda --runs ${RUNS:-4} \
+has speed94 && timeout ${SPEED_TIMEOUT:-200} python3 benchmarks/speed.py --data $DATA --device cuda --runs ${RUNS:-4} \
   --systems airbench,plain94,speed94 --cache-dir /tmp/cifar_lab_cache --json "$OUT/speed94_gpu.json" 2>&1 | tee "$OUT/speed94_gpu.log"
 
 # 2) accuracy of CPU-recipe candidates (their CPU time is measured on the CPU), tuned on a
@@ -22,10 +26,8 @@ sweep() {  # widths batch epochs
   python3 train.py -m experiment=cpu90 $COMMON data.val_size=5000 "model.widths=$1" data.batch_size=$2 epochs=$3 \
     seed=0,1 hydra.sweep.dir=$SWEEP hydra.sweep.subdir="w${1//[^0-9]/_}_b$2_e$3_s\${seed}" 2>&1 | grep -E "error|Error|Traceback" || true
 }
-{
-  timeout ${SWEEP_TIMEOUT:-170} bash -c "$(declare -f sweep); SWEEP=$SWEEP; COMMON='$COMMON'
-    sweep [64,192,192] 256 8.5; sweep [48,160,160] 256 11.5; sweep [64,256,256] 256 6.4
-    sweep [64,128,256] 256 10; sweep [64,256,256] 1024 6; sweep [32,128,128] 256 17; sweep [64,192,192] 512 8.5"
+has sweep && {
+  timeout ${SWEEP_TIMEOUT:-170} bash -c "$(declare -f sweep); SWEEP=$SWEEP; COMMON='$COMMON'; sweep ${CANDIDATES//;/; sweep }"
   python3 - "$SWEEP" <<'PY'
 import json, sys
 from pathlib import Path
@@ -36,9 +38,9 @@ PY
 } 2>&1 | tee "$OUT/sweep_cpu90.log"
 
 # 3) speed96 (airbench96's recipe) through Lightning, one seed
-timeout ${S96_TIMEOUT:-80} python3 train.py experiment=speed96 $COMMON seed=0 hydra.run.dir=/tmp/speed96 2>&1 | tail -5 | tee "$OUT/speed96.log"
-cp /tmp/speed96/metrics.json "$OUT/speed96_metrics.json" 2>/dev/null
+has speed96 && timeout ${S96_TIMEOUT:-80} python3 train.py experiment=speed96 $COMMON seed=0 hydra.run.dir=/tmp/speed96 2>&1 | tail -5 | tee "$OUT/speed96.log"
+has speed96 && cp /tmp/speed96/metrics.json "$OUT/speed96_metrics.json" 2>/dev/null
 
 # 4) the seed loop vs experiment=seed (1 epoch each: the per-image DataLoader is CPU-bound)
-timeout ${SEED_TIMEOUT:-80} python3 benchmarks/speed.py --data $DATA --device cuda --runs 2 --seed-epochs 1 \
+has seed && timeout ${SEED_TIMEOUT:-80} python3 benchmarks/speed.py --data $DATA --device cuda --runs 2 --seed-epochs 1 \
   --systems seed,exp_seed --cache-dir /tmp/cifar_lab_cache --json "$OUT/seed_gpu.json" 2>&1 | tee "$OUT/seed_gpu.log"
