@@ -7,7 +7,13 @@ Compares, on the same data and machine, in one process tree:
   exp_seed  `python train.py experiment=seed` (same net and optimizer, in-memory loader)
   plain94   the speed94 recipe as a plain PyTorch loop (benchmarks/plain_speed94.py)
   speed94   `python train.py experiment=speed94` (the same recipe through Lightning)
+  cpu90     `python train.py experiment=cpu90` (the CPU recipe, at its own length)
   airbench  airbench94 from the `airbench` package, when importable (GPU only)
+
+The CPU table of experiment=cpu90 vs speed94 vs seed (2 cores, shared JPEG copy):
+
+    python benchmarks/speed.py --data ../shared/data/cifar10-jpeg.tar.gz --device cpu --runs 3 \
+        --systems cpu90,speed94,exp_seed --speed-epochs 5 --json benchmarks/results/cpu90_cpu.json
 
 Times are each system's own training clock (init + training + final test pass, data loading
 excluded, as airbench counts). Report medians and ratios: these machines are noisy.
@@ -28,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark scripts
 
-SYSTEMS = ("seed", "exp_seed", "plain94", "speed94", "airbench")
+SYSTEMS = ("seed", "exp_seed", "plain94", "speed94", "cpu90", "airbench")
 
 
 def load_arrays(data: str, cache_dir: str | None):
@@ -94,7 +100,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="folder/archive of train/<class>, test/<class> images")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--runs", type=int, default=3, help="seeds per system")
-    parser.add_argument("--systems", default="seed,exp_seed,plain94,speed94,airbench")
+    parser.add_argument("--systems", default="seed,exp_seed,plain94,speed94,airbench", help=f"comma-separated, from {','.join(SYSTEMS)}")
     parser.add_argument("--seed-epochs", type=int, default=10, help="epochs of the seed loop / experiment=seed")
     parser.add_argument("--speed-epochs", type=float, default=9.9, help="epochs of plain94 / speed94")
     parser.add_argument("--cache-dir", default=None)
@@ -126,6 +132,8 @@ def main() -> None:
     # the precision trainer=gpu / trainer=cpu picks, so the plain loop computes alike
     bf16 = args.device == "cuda" or cpu_precision() == "bf16-mixed"
     results: dict[str, list[dict]] = {s: [] for s in systems}
+    partial = Path(args.json).with_suffix(".partial.json")
+    partial.parent.mkdir(parents=True, exist_ok=True)
     for seed in range(args.runs):  # interleave systems so drift hits all alike
         for system in systems:
             if system == "seed":
@@ -140,11 +148,14 @@ def main() -> None:
                 r = run_plain_speed94(arrays, epochs=args.speed_epochs, device=args.device, seed=seed, bf16=bf16)
             elif system == "speed94":
                 r = run_train_py(["experiment=speed94", *common, f"seed={seed}", f"epochs={args.speed_epochs}"], workdir)
+            elif system == "cpu90":
+                r = run_train_py(["experiment=cpu90", *common, f"seed={seed}"], workdir)
             else:
                 r = run_airbench(arrays, args.device, seed, workdir)
             r = {k: r[k] for k in ("test/acc", "train_time_s", "fit_time_s", "steps") if k in r}
             print(f"# {system} seed={seed}: acc={r['test/acc']:.4f} time={r['train_time_s']:.2f}s", flush=True)
             results[system].append(r)
+            partial.write_text(json.dumps(results, indent=2))  # a long run's finished jobs survive a crash
 
     summary = [summarize(s, rs) for s, rs in results.items() if rs]
     by_name = {s["system"]: s for s in summary}
@@ -155,7 +166,7 @@ def main() -> None:
         step = f"{s['s_per_step_median']:.4f}" if "s_per_step_median" in s else "-"
         print(f"| {s['system']} | {s['n']} | {100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f}% | {s['time_median_s']:.2f} | {step} |")
     ratios = {}
-    for slow, fast in (("seed", "exp_seed"), ("plain94", "speed94"), ("airbench", "speed94")):
+    for slow, fast in (("seed", "exp_seed"), ("plain94", "speed94"), ("airbench", "speed94"), ("speed94", "cpu90"), ("exp_seed", "cpu90")):
         if slow in by_name and fast in by_name:
             ratios[f"{fast}/{slow} time"] = by_name[fast]["time_median_s"] / by_name[slow]["time_median_s"]
             if "s_per_step_median" in by_name[fast] and "s_per_step_median" in by_name[slow]:

@@ -61,6 +61,7 @@ def test_experiment_seed_is_the_seed_documents_setup(make_cfg):
         ("module.label_smoothing=1.5", "module.label_smoothing=1.5 must be in [0, 1)"),
         ("test_ckpt=worst", "test_ckpt='worst' must be 'best' or 'last'"),
         ("ckpt_path=/nonexistent.ckpt", "is not a file"),
+        ("cpu_threads=0", "cpu_threads=0 must be a positive integer, or null"),
     ],
 )
 def test_invalid_values_raise_one_clear_line(make_cfg, override, message):
@@ -134,3 +135,32 @@ def test_cpu_trainer_resolves_precision(make_cfg):
     cfg = make_cfg("trainer=cpu", fast=False)
     assert cfg.trainer.precision in ("bf16-mixed", "32-true")
     validate_config(cfg)
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [(None, "affinity"), ("max 100000", "affinity"), ("150000 100000", 2), ("50000 100000", 1)])
+def test_usable_cpus_respects_a_cgroup_quota(tmp_path, cpu_max, expected):
+    import os
+
+    from cifar_lab.config import usable_cpus
+
+    if cpu_max is not None:
+        (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    affinity = len(os.sched_getaffinity(0))
+    want = affinity if expected == "affinity" else min(affinity, expected)
+    assert usable_cpus(str(tmp_path)) == want
+
+
+@pytest.mark.parametrize(("overrides", "threads"), [(["trainer=cpu"], "usable"), (["trainer=cpu", "cpu_threads=1"], 1)])
+def test_cpu_training_sets_torch_threads(make_cfg, monkeypatch, overrides, threads):
+    import torch
+
+    from cifar_lab import train as train_module
+    from cifar_lab.config import usable_cpus
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    train_module._set_cpu_threads(make_cfg(*overrides, fast=False))
+    assert calls == [usable_cpus() if threads == "usable" else threads]
+    calls.clear()
+    train_module._set_cpu_threads(make_cfg("trainer=gpu", fast=False))
+    assert calls == []  # GPU runs keep torch's own choice for their host-side work

@@ -6,6 +6,8 @@ typo costs a second, not a crashed run an hour in.
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +41,25 @@ def cpu_precision(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     except OSError:  # not Linux: no cheap, torch-free way to know
         return "32-true"
     return "bf16-mixed" if any(flag in flags for flag in _BF16_CPU_FLAGS) else "32-true"
+
+
+def usable_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota.
+
+    torch sizes its thread pool from the cores it sees, which in a container can be the host's;
+    more threads than the quota allows thrash instead of helping.
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path(cgroup_root, "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota: the affinity mask is the limit
+    return max(1, count)
 
 
 def global_batch(per_device: int, devices: Any = 1, num_nodes: Any = 1) -> int:
@@ -156,6 +177,9 @@ def _validate_trainer(cfg: DictConfig) -> None:
     _require(test_ckpt in TEST_CKPT, f"test_ckpt={test_ckpt!r} must be 'best' or 'last'")
     seed = _get(cfg, "seed")
     _require(_is_int(seed) and seed >= 0, f"seed={seed!r} must be a whole number >= 0")
+    threads = _get(cfg, "cpu_threads", None)
+    _require(threads is None or (_is_int(threads) and threads > 0),
+             f"cpu_threads={threads!r} must be a positive integer, or null for one per usable core")
     ckpt_path = _get(cfg, "ckpt_path", None)
     if ckpt_path is not None:
         _require(Path(str(ckpt_path)).is_file(), f"ckpt_path={ckpt_path!r} is not a file: give the path of a .ckpt to resume from")

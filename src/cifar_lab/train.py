@@ -204,6 +204,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         preemption.uninstall()
 
 
+def _set_cpu_threads(cfg: DictConfig) -> None:
+    """CPU training: one intra-op thread per usable core, shared by the processes of this node."""
+    if str(cfg.trainer.get("accelerator", "")) != "cpu":
+        return
+    import torch
+
+    from cifar_lab.config import usable_cpus
+
+    threads = cfg.get("cpu_threads")
+    if threads is None:
+        devices = cfg.trainer.get("devices", 1)
+        processes = int(devices) if str(devices).isdigit() and int(devices) > 0 else 1
+        threads = max(1, usable_cpus() // processes)
+    torch.set_num_threads(int(threads))
+
+
 def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     validate_config(cfg)
     ckpt_path = _resume_path(cfg)
@@ -225,6 +241,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     # read (weights-only) and check a checkpoint before any data work or output
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    _set_cpu_threads(cfg)
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
