@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from cifar_lab.config import FLIP_MODES  # noqa: F401  (re-exported for the loader)
 
 
-
 def random_flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:
     """Which images to mirror: each with probability 1/2."""
     return torch.rand(n, generator=generator, device=generator.device) < 0.5

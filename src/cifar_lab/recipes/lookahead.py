@@ -23,6 +23,8 @@ class Lookahead(pl.Callback):
         self.warmup_power = warmup_power
         self.average: dict[str, torch.Tensor] | None = None
         self.total_steps = 0
+        # (averages, live tensors) paired once per fit: no state_dict walk every pull
+        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     def _tensors(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         """Float weights and buffers (BatchNorm statistics too) of the network."""
@@ -35,12 +37,14 @@ class Lookahead(pl.Callback):
             self.average = {k: v.detach().clone() for k, v in self._tensors(pl_module).items()}
         else:
             self.average = {k: v.to(pl_module.device) for k, v in self.average.items()}
+        # state_dict tensors share storage with the parameters and buffers, which training
+        # updates in place, so the pairing holds for the whole fit
+        tensors = self._tensors(pl_module)
+        self._pairs = ([self.average[name] for name in tensors], list(tensors.values()))
 
     @torch.no_grad()
     def _pull(self, pl_module: pl.LightningModule, decay: float) -> None:
-        tensors = self._tensors(pl_module)
-        averages = [self.average[name] for name in tensors]
-        current = list(tensors.values())
+        averages, current = self._pairs
         # one fused kernel per dtype group instead of two launches per tensor (GPU launch-bound)
         torch._foreach_lerp_(averages, current, 1.0 - decay)
         torch._foreach_copy_(current, averages)
