@@ -56,6 +56,8 @@ def test_experiment_seed_is_the_seed_documents_setup(make_cfg):
         ("data.val_size=50000", "data.val_size=50000 is too large"),
         ("data.val_size=-3", "data.val_size=-3 must be a whole number >= 0"),
         ("data.flip=sideways", "data.flip='sideways' is not one of"),
+        ("data.crop=-4", "data.crop=-4 must be a whole number of pixels >= 0"),
+        ("data.crop_epochs=3", "data.crop_epochs=3 needs a crop size: set data.crop"),
         ("trainer.precision=7", "trainer.precision='7' is not one of"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 must be a positive integer"),
         ("module.label_smoothing=1.5", "module.label_smoothing=1.5 must be in [0, 1)"),

@@ -117,7 +117,41 @@ def test_ranks_get_disjoint_shards_covering_the_epoch():
     assert set(shards[0].tolist()) | set(shards[1].tolist()) == set(range(100))
 
 
-@pytest.mark.parametrize("bad", [dict(flip="sideways"), dict(translate=-1), dict(cutout=1.5)])
+def test_crop_epochs_train_on_random_windows_inside_the_image_then_full_size():
+    images = _images(200)
+    spec = AugmentSpec(translate=2, crop=4, crop_epochs=2)
+    loader = DeviceLoader(images, torch.arange(200), 50, augment_spec=spec)
+    for epoch in (0, 1):
+        out = loader.augmented(epoch, torch.Generator().manual_seed(epoch))
+        assert out.shape == (200, 3, 4, 4) and out.is_contiguous()
+        offsets = set()
+        for i in range(len(images)):
+            # translate by up to 2, then the central window: a crop anywhere in the image,
+            # never reaching the reflect padding
+            found = [
+                (y, x)
+                for y in range(5)
+                for x in range(5)
+                if torch.equal(out[i], images[i, :, y : y + 4, x : x + 4])
+            ]
+            assert found, f"epoch {epoch}, image {i} is not a window of its original"
+            offsets.update(found)
+        assert len(offsets) == 25
+    assert loader.augmented(2, torch.Generator()).shape == (200, 3, 8, 8)
+    shapes = [x.shape[-1] for x, _ in (next(iter(loader)) for _ in range(3))]
+    assert shapes == [4, 4, 8]  # the loader's own epochs 0, 1, 2
+
+
+def test_crop_larger_than_the_images_is_one_clear_line():
+    loader = DeviceLoader(_images(4), torch.arange(4), 2, augment_spec=AugmentSpec(crop=12, crop_epochs=1))
+    with pytest.raises(ConfigError, match=r"data.crop=12 is larger than the 8px images"):
+        next(iter(loader))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(flip="sideways"), dict(translate=-1), dict(cutout=1.5), dict(crop=-2), dict(crop_epochs=3)],
+)
 def test_bad_augment_spec_is_one_clear_line(bad):
     with pytest.raises(ConfigError) as err:
         AugmentSpec(**bad)

@@ -47,6 +47,18 @@ def translate(images: torch.Tensor, max_shift: int, generator: torch.Generator) 
     return out
 
 
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` window of every image.
+
+    Applied after ``translate``, this is a random crop: a 28 window of images shifted by up
+    to 2 pixels never reaches the padding. Smaller training images are a cheap way to spend
+    early epochs (a 28x28 step is ~0.75x the work of a 32x32 one in a conv net).
+    """
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size].contiguous()
+
+
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """Zero a ``size`` x ``size`` square (clipped at the border) in every image.
 

@@ -31,6 +31,8 @@ class CIFARDataModule(pl.LightningDataModule):
         flip: str = "random",
         translate: int = 2,
         cutout: int = 0,
+        crop: int = 0,
+        crop_epochs: int = 0,
         drop_last: bool = True,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -46,7 +48,9 @@ class CIFARDataModule(pl.LightningDataModule):
         self.val_size = val_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.augment_spec = AugmentSpec(flip=flip, translate=translate, cutout=cutout)
+        self.augment_spec = AugmentSpec(
+            flip=flip, translate=translate, cutout=cutout, crop=crop, crop_epochs=crop_epochs
+        )
         self.drop_last = drop_last
         self.seed = seed
         self._fixed_stats = (mean, std)

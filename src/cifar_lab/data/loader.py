@@ -23,14 +23,31 @@ class AugmentSpec:
     flip: str = "none"
     translate: int = 0
     cutout: int = 0
+    # the first ``crop_epochs`` epochs train on the central crop x crop window (0: full size)
+    crop: int = 0
+    crop_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.flip not in augment.FLIP_MODES:
             raise ConfigError(f"data.flip={self.flip!r} is not one of {', '.join(augment.FLIP_MODES)}")
-        for name in ("translate", "cutout"):
+        for name in ("translate", "cutout", "crop", "crop_epochs"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"data.{name}={value!r} must be a whole number >= 0 (pixels)")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"data.{name}={value!r} must be a whole number >= 0")
+        if self.crop_epochs > 0 and self.crop == 0:
+            raise ConfigError(
+                f"data.crop_epochs={self.crop_epochs} needs a crop size: set data.crop (e.g. 28), or crop_epochs=0"
+            )
+
+    def crop_size(self, epoch: int, image_size: int) -> int | None:
+        """The training crop's side in ``epoch``, or None for full-size images."""
+        if epoch >= self.crop_epochs or self.crop == 0:
+            return None
+        if self.crop > image_size:
+            raise ConfigError(
+                f"data.crop={self.crop} is larger than the {image_size}px images: pick a crop below {image_size}, or 0"
+            )
+        return self.crop if self.crop < image_size else None
 
 
 def normalize(images_nhwc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -118,6 +135,10 @@ class DeviceLoader:
             base = augment.random_flip_mask(len(images), self._generator(-1))
             images = augment.flip(images, base if epoch % 2 == 0 else ~base)
         images = augment.translate(images, spec.translate, generator)
+        crop = spec.crop_size(epoch, images.shape[-1])
+        if crop is not None:
+            # after a translate of up to r pixels the central window is a random crop
+            images = augment.center_crop(images, crop)
         return augment.cutout(images, spec.cutout, generator)
 
     def epoch_order(self, epoch: int, generator: torch.Generator) -> torch.Tensor | None:
