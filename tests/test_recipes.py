@@ -115,6 +115,34 @@ def test_speed96_recipe_composes_airbench96_and_runs(make_cfg, tmp_path):
     assert metrics["params"] > 0 and 0.0 <= metrics["test/acc"] <= 1.0
 
 
+def test_cpu90_recipe_composes_for_cpus_and_trains_small_then_full_size(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("experiment=cpu90", "data=synthetic", fast=False)
+    assert cfg.trainer.accelerator == "cpu"  # trainer=cpu: bf16 and threads picked for the CPU
+    assert list(cfg.model.widths) == [32, 192, 192] and cfg.data.batch_size == 256
+    assert cfg.data.crop == 28 and 0 < cfg.data.crop_epochs < cfg.epochs
+    assert cfg.callbacks.lookahead is not None and cfg.module.whitening_init  # speed94's pieces
+    cfg = make_cfg(
+        "experiment=cpu90", "data=synthetic", "data.batch_size=100", "data.eval_batch_size=100",
+        "epochs=2", "data.crop_epochs=1", "model.widths=[8,16,16]", fast=False,
+    )
+    from cifar_lab.models import FastNet
+
+    seen, original = [], FastNet.forward
+
+    def recording_forward(self, x):
+        seen.append((self.training, x.shape[-1]))
+        return original(self, x)
+
+    monkeypatch.setattr(FastNet, "forward", recording_forward)
+    summary = train(cfg)
+    assert summary["steps"] == 20
+    train_sizes = [size for training, size in seen if training]
+    assert train_sizes[:10] == [28] * 10 and set(train_sizes[10:]) == {32}  # epoch 0 cropped
+    assert {size for training, size in seen if not training} == {32}  # val/test at full size
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
 def test_whitening_bias_freezes_after_its_epochs(monkeypatch):
     """The bias trains for whiten_bias_epochs epochs; after that its gradient is dropped before
     every optimizer step (requires_grad stays on: DDP forbids changing it mid-run)."""
