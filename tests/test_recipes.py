@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from cifar_lab.errors import ConfigError
 from cifar_lab.recipes.lookahead import Lookahead
 from cifar_lab.recipes.tta import tta_logits
 from cifar_lab.train import train
@@ -136,9 +137,11 @@ def test_cpu90_recipe_composes_for_cpus_and_trains_small_then_full_size(make_cfg
     monkeypatch.setattr(FastNet, "forward", recording_forward)
     summary = train(cfg)
     assert summary["steps"] == 20
-    train_sizes = [size for training, size in seen if training]
+    assert seen[0] == (False, 28)  # the pre-flight check that the net takes 28x28 crops
+    fit = seen[seen.index((True, 28)) :]
+    train_sizes = [size for training, size in fit if training]
     assert train_sizes[:10] == [28] * 10 and set(train_sizes[10:]) == {32}  # epoch 0 cropped
-    assert {size for training, size in seen if not training} == {32}  # val/test at full size
+    assert {size for training, size in fit if not training} == {32}  # the test pass: full size
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
@@ -222,3 +225,19 @@ def test_checkpoint_holds_one_copy_of_the_weights():
     module = ImageClassifier(SeedCNN(num_classes=10), optimizer=torch.optim.SGD, num_classes=10)
     keys = list(module.state_dict())
     assert keys and all(k.startswith("net.") for k in keys), keys
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=fast", "data.crop=16"], "data.crop=16 does not fit model FastNet: pick a crop size it takes"),
+        (["model=seed_cnn", "data.crop=28"], "data.crop=28 does not fit model SeedCNN"),
+        (["data.crop=40"], "data.crop=40 is larger than the 32px images"),
+    ],
+)
+def test_a_crop_the_model_cannot_take_fails_before_training_in_one_line(make_cfg, tmp_path, overrides, message):
+    cfg = make_cfg("data=synthetic", "data.val_size=0", "data.crop_epochs=1", "epochs=1", *overrides, fast=False)
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "metrics.json").exists()

@@ -172,6 +172,27 @@ def _check_compatible(checkpoint: dict[str, Any], module, datamodule, path: Path
         )
 
 
+def _check_crop_fits(net, datamodule) -> None:
+    """Fail before training, in one line, if the model cannot take data.crop-sized images."""
+    import torch
+
+    crop = datamodule.augment_spec.crop_size(0, datamodule.image_size)
+    if crop is None:
+        return
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(2, 3, crop, crop))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"data.crop={crop} does not fit model {type(net).__name__}: pick a crop size it takes "
+            f"(FastNet: >= 25 at kernel_size 2), or data.crop_epochs=0 ({first})"
+        ) from None
+    finally:
+        net.train(was_training)
+
+
 def _route_library_logs_through_hydra() -> None:
     """Lightning and torchmetrics add their own console handlers; Hydra's already print
     (and also write the run's log file), so drop theirs to print each line once."""
@@ -263,6 +284,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     )
     if checkpoint is not None:
         _check_compatible(checkpoint, module, datamodule, ckpt_path)
+    _check_crop_fits(net, datamodule)
 
     validating = datamodule.val_size > 0
     callbacks_cfg = _resolved_dict(cfg, "callbacks")

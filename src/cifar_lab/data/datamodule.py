@@ -75,6 +75,7 @@ class CIFARDataModule(pl.LightningDataModule):
             "test": (arrays.test_images, arrays.test_labels),
         }
         self.classes = tuple(arrays.classes)
+        self.augment_spec.crop_size(0, self.image_size)  # a crop too large fails here, not mid-fit
         self.mean, self.std = self._channel_stats(self._splits["train"][0])
 
     def train_dataloader(self) -> DeviceLoader:
@@ -105,6 +106,12 @@ class CIFARDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         self._require_setup()
         return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the (square) images, in pixels."""
+        self._require_setup()
+        return int(self._splits["train"][0].shape[1])
 
     @property
     def num_train(self) -> int:

@@ -43,7 +43,7 @@ class AugmentSpec:
         """The training crop's side in ``epoch``, or None for full-size images."""
         if epoch >= self.crop_epochs or self.crop == 0:
             return None
-        if self.crop > image_size:
+        if self.crop > image_size:  # checked again here for loaders built without a datamodule
             raise ConfigError(
                 f"data.crop={self.crop} is larger than the {image_size}px images: pick a crop below {image_size}, or 0"
             )
