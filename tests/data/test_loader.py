@@ -22,21 +22,27 @@ def test_flip_mirrors_exactly_the_masked_images():
     assert torch.equal(out[~mask], images[~mask])
 
 
+def _window_offsets(out: torch.Tensor, sources: torch.Tensor) -> set[tuple[int, int]]:
+    """Where each out[i] sits inside sources[i] (asserting it is a window of it at all)."""
+    size, span = out.shape[-1], sources.shape[-1] - out.shape[-1] + 1
+    seen = set()
+    for i in range(len(out)):
+        found = [
+            (y, x)
+            for y in range(span)
+            for x in range(span)
+            if torch.equal(out[i], sources[i, :, y : y + size, x : x + size])
+        ]
+        assert found, f"image {i} is not a window of its source"
+        seen.update(found)
+    return seen
+
+
 def test_translate_is_a_shifted_crop_of_the_reflect_padded_image():
     images = _images(200)
     out = augment.translate(images, 2, torch.Generator().manual_seed(1))
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2), mode="reflect")
-    shifts_seen = set()
-    for i in range(len(images)):
-        found = [
-            (dy, dx)
-            for dy in range(5)
-            for dx in range(5)
-            if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
-        ]
-        assert found, f"image {i} is not a crop of its padded original"
-        shifts_seen.update(found)
-    assert len(shifts_seen) == 25  # every offset drawn over 200 images
+    assert len(_window_offsets(out, padded)) == 25  # every offset drawn over 200 images
 
 
 def test_translate_zero_is_identity():
@@ -124,19 +130,9 @@ def test_crop_epochs_train_on_random_windows_inside_the_image_then_full_size():
     for epoch in (0, 1):
         out = loader.augmented(epoch, torch.Generator().manual_seed(epoch))
         assert out.shape == (200, 3, 4, 4) and out.is_contiguous()
-        offsets = set()
-        for i in range(len(images)):
-            # translate by up to 2, then the central window: a crop anywhere in the image,
-            # never reaching the reflect padding
-            found = [
-                (y, x)
-                for y in range(5)
-                for x in range(5)
-                if torch.equal(out[i], images[i, :, y : y + 4, x : x + 4])
-            ]
-            assert found, f"epoch {epoch}, image {i} is not a window of its original"
-            offsets.update(found)
-        assert len(offsets) == 25
+        # translate by up to 2, then the central window: a crop anywhere in the original
+        # image (never reaching the reflect padding), at all 5 x 5 positions
+        assert len(_window_offsets(out, images)) == 25
     assert loader.augmented(2, torch.Generator()).shape == (200, 3, 8, 8)
     shapes = [x.shape[-1] for x, _ in (next(iter(loader)) for _ in range(3))]
     assert shapes == [4, 4, 8]  # the loader's own epochs 0, 1, 2
