@@ -123,11 +123,17 @@ def _validate_data(cfg: DictConfig) -> None:
     _require(_is_int(val_size) and val_size >= 0, f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)")
     flip = _get(cfg, "data.flip")
     _require(flip in FLIP_MODES, f"data.flip={flip!r} is not one of: {', '.join(FLIP_MODES)}")
-    for key in ("data.translate", "data.cutout", "data.crop", "data.crop_epochs"):
-        value = _get(cfg, key, 0) if "crop" in key else _get(cfg, key)
+    # crop and crop_epochs default to 0 for configs saved before progressive size existed
+    sizes = {
+        "data.translate": _get(cfg, "data.translate"),
+        "data.cutout": _get(cfg, "data.cutout"),
+        "data.crop": _get(cfg, "data.crop", 0),
+        "data.crop_epochs": _get(cfg, "data.crop_epochs", 0),
+    }
+    for key, value in sizes.items():
         unit = "epochs" if key == "data.crop_epochs" else "pixels"
         _require(_is_int(value) and value >= 0, f"{key}={value!r} must be a whole number of {unit} >= 0")
-    crop, crop_epochs = _get(cfg, "data.crop", 0), _get(cfg, "data.crop_epochs", 0)
+    crop, crop_epochs = sizes["data.crop"], sizes["data.crop_epochs"]
     _require(
         crop_epochs == 0 or crop > 0,
         f"data.crop_epochs={crop_epochs} needs a crop size: set data.crop (e.g. 28), or crop_epochs=0",
