@@ -69,3 +69,38 @@ def test_slurm_launcher_config_composes_with_submitit_parameters(make_cfg):
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.timeout_min) == ("gpu", 30)
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
+
+
+NAN_ON_RANK_1 = '''
+import os
+import sys
+
+from torch import nn
+
+if os.environ.get("LOCAL_RANK", "0") == "1":  # only rank 1's loss turns NaN, from its 3rd step
+    original, calls = nn.CrossEntropyLoss.forward, [0]
+
+    def forward(self, logits, labels):
+        calls[0] += 1
+        loss = original(self, logits, labels)
+        return loss * float("nan") if calls[0] >= 3 else loss
+
+    nn.CrossEntropyLoss.forward = forward
+
+from cifar_lab.train import main
+
+main()
+'''
+
+
+def test_nan_on_one_ddp_rank_stops_every_rank_at_that_step(tmp_path):
+    """Without a shared check the healthy rank would wait forever in the next all-reduce."""
+    script = tmp_path / "nan_on_rank_1.py"
+    script.write_text(NAN_ON_RANK_1)
+    run_dir = tmp_path / "run"
+    args = [*DDP_ARGS, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    result = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: the training loss became nan at step 3 (epoch 0) on rank 1 of 2" in result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["failed_step"] == 3

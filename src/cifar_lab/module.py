@@ -202,10 +202,10 @@ class ImageClassifier(pl.LightningModule):
 
     def on_train_batch_end(self, *args: Any) -> None:
         if self.device.type == "cpu" or self.trainer.global_step % _FINITE_CHECK_EVERY == 0:
-            self.check_finite()
+            self.check_finite(all_ranks=True)
 
     def on_train_epoch_end(self) -> None:
-        self.check_finite()
+        self.check_finite(all_ranks=True)
 
     def _track_finite(self, loss: torch.Tensor) -> None:
         if self._bad_step is None or self._bad_step.device != loss.device:
@@ -215,18 +215,32 @@ class ImageClassifier(pl.LightningModule):
         self._bad_step = torch.where(first, torch.full_like(self._bad_step, self.global_step + 1), self._bad_step)
         self._bad_loss = torch.where(first, loss.float(), self._bad_loss)
 
-    def check_finite(self) -> None:
-        """Raise NonFiniteLossError if any training loss so far was NaN or infinite."""
+    def check_finite(self, all_ranks: bool = False) -> None:
+        """Raise NonFiniteLossError if any training loss so far was NaN or infinite.
+
+        ``all_ranks``: under DDP, gather every rank's flag so that all ranks stop at the same
+        step: a rank that stopped alone would leave the others waiting forever in the next
+        gradient all-reduce. Only for calls every rank makes at the same step.
+        """
         if self._bad_step is None:
             return
-        step = int(self._bad_step.item())  # the one host sync
+        # (first bad step, its loss) per rank; float32 holds step numbers exactly up to 2**24
+        state = torch.stack([self._bad_step.float(), self._bad_loss])
+        rank = None
+        if all_ranks and self.trainer.world_size > 1:
+            states = self.all_gather(state).reshape(-1, 2)
+            bad = (states[:, 0] >= 0).nonzero().flatten()
+            if len(bad):
+                rank = int(bad[states[bad, 0].argmin()])
+                state = states[rank]
+        step, value = (float(v) for v in state.tolist())  # the one host sync
         if step >= 0:
-            value = float(self._bad_loss.item())
+            where = f" on rank {rank} of {self.trainer.world_size}" if rank is not None else ""
             raise NonFiniteLossError(
-                f"the training loss became {value} at step {step} (epoch {self.current_epoch}); "
+                f"the training loss became {value} at step {int(step)} (epoch {self.current_epoch}){where}; "
                 f"training stopped, weights of that step were not saved; lower optimizer.lr, set "
                 f"trainer.gradient_clip_val, or check the data",
-                step=step,
+                step=int(step),
             )
 
     # -- evaluation ----------------------------------------------------------------------
