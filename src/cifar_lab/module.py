@@ -200,12 +200,16 @@ class ImageClassifier(pl.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, *args: Any) -> None:
-        if self.device.type == "cpu" or self.trainer.global_step % _FINITE_CHECK_EVERY == 0:
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        trainer = self.trainer
+        # the epoch's last step too: under DDP the shared check must happen inside the batch
+        # loop, since at epoch end rank 0's progress bar runs metric syncs the others do not
+        last = batch_idx + 1 >= trainer.num_training_batches or trainer.global_step >= trainer.estimated_stepping_batches
+        if self.device.type == "cpu" or trainer.global_step % _FINITE_CHECK_EVERY == 0 or last:
             self.check_finite(all_ranks=True)
 
     def on_train_epoch_end(self) -> None:
-        self.check_finite(all_ranks=True)
+        self.check_finite()
 
     def _track_finite(self, loss: torch.Tensor) -> None:
         if self._bad_step is None or self._bad_step.device != loss.device:
