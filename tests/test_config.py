@@ -61,6 +61,8 @@ def test_experiment_seed_is_the_seed_documents_setup(make_cfg):
         ("trainer.precision=7", "trainer.precision='7' is not one of"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 must be a positive integer"),
         ("module.label_smoothing=1.5", "module.label_smoothing=1.5 must be in [0, 1)"),
+        ("module.tta_level=3", "module.tta_level=3 is not one of (0, 1, 2)"),
+        ("module.val_tta_level=6", "module.val_tta_level=6 is not one of (0, 1, 2), or null (as tta_level)"),
         ("test_ckpt=worst", "test_ckpt='worst' must be 'best' or 'last'"),
         ("ckpt_path=/nonexistent.ckpt", "is not a file"),
         ("cpu_threads=0", "cpu_threads=0 must be a positive integer, or null"),
@@ -166,3 +168,10 @@ def test_cpu_training_sets_torch_threads(make_cfg, monkeypatch, overrides, threa
     calls.clear()
     train_module._set_cpu_threads(make_cfg("trainer=gpu", fast=False))
     assert calls == []  # GPU runs keep torch's own choice for their host-side work
+
+
+def test_config_checks_the_tta_levels_the_recipe_implements():
+    from cifar_lab import config
+    from cifar_lab.recipes.tta import TTA_LEVELS
+
+    assert config.TTA_LEVELS == TTA_LEVELS

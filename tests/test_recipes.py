@@ -47,6 +47,28 @@ def test_tta_levels_average_the_documented_views():
         tta_logits(net, images, 3)
 
 
+
+@pytest.mark.parametrize("val_tta_level, expected_val", [(None, {2}), (0, {0})])
+def test_val_tta_level_sets_the_validation_views_and_leaves_the_test_pass_alone(make_cfg, monkeypatch, val_tta_level, expected_val):
+    import cifar_lab.module
+
+    seen: dict[str, set[int]] = {"val": set(), "test": set()}
+    original = cifar_lab.module.tta_logits
+
+    def recording(module, images, level):
+        stage = "test" if module.trainer.testing else "val"
+        seen[stage].add(level)
+        return original(module, images, level)
+
+    monkeypatch.setattr(cifar_lab.module, "tta_logits", recording)
+    overrides = ["model=fast", "model.widths=[8,8,8]", "module.tta_level=2", "data.val_size=100"]
+    if val_tta_level is not None:
+        overrides.append(f"module.val_tta_level={val_tta_level}")
+    summary = train(make_cfg(*overrides))
+    assert "val/acc" in summary
+    assert seen == {"val": expected_val, "test": {2}}
+
+
 class _FakeTrainer:
     def __init__(self, total):
         self.estimated_stepping_batches = total

@@ -16,6 +16,9 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from cifar_lab.errors import ConfigError
 
+# cifar_lab.recipes.tta.TTA_LEVELS, without importing torch before the config is checked
+TTA_LEVELS = (0, 1, 2)
+
 # horizontal-flip modes of the data loader (cifar_lab.data.augment uses these)
 FLIP_MODES = ("none", "random", "alternating")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
@@ -170,6 +173,10 @@ def _validate_optimization(cfg: DictConfig) -> None:
     _require(_is_number(muon_lr) and muon_lr > 0, f"optimizer.muon_lr={muon_lr!r} must be > 0 (airbench94_muon: 0.24 at batch 2000)")
     muon_momentum = _get(cfg, "optimizer.muon_momentum", 0.0)
     _require(_is_number(muon_momentum) and 0 <= muon_momentum < 1, f"optimizer.muon_momentum={muon_momentum!r} must be in [0, 1)")
+    for key in ("tta_level", "val_tta_level"):
+        level = _get(cfg, f"module.{key}", None)
+        allowed = "" if key == "tta_level" else ", or null (as tta_level)"
+        _require(level is None or level in TTA_LEVELS, f"module.{key}={level!r} is not one of {TTA_LEVELS}{allowed}")
     smoothing = _get(cfg, "module.label_smoothing", 0.0)
     _require(_is_number(smoothing) and 0 <= smoothing < 1, f"module.label_smoothing={smoothing!r} must be in [0, 1)")
     scheduler = _get(cfg, "scheduler", None)

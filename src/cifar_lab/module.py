@@ -49,6 +49,7 @@ class ImageClassifier(pl.LightningModule):
         whiten_bias_epochs: int | None = None,
         norm_lr_scale: float = 1.0,
         tta_level: int = 0,
+        val_tta_level: int | None = None,
         classes: Sequence[str] = (),
         mean: Sequence[float] = (),
         std: Sequence[float] = (),
@@ -57,6 +58,8 @@ class ImageClassifier(pl.LightningModule):
         super().__init__()
         if tta_level not in TTA_LEVELS:
             raise ConfigError(f"module.tta_level={tta_level!r} is not one of {TTA_LEVELS}")
+        if val_tta_level is not None and val_tta_level not in TTA_LEVELS:
+            raise ConfigError(f"module.val_tta_level={val_tta_level!r} is not one of {TTA_LEVELS}, or null (as tta_level)")
         if norm_lr_scale <= 0:
             raise ConfigError(f"module.norm_lr_scale={norm_lr_scale!r} must be > 0")
         # plain values only: checkpoints must load without unpickling code objects
@@ -250,7 +253,10 @@ class ImageClassifier(pl.LightningModule):
     # -- evaluation ----------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, labels = batch
-        logits = tta_logits(self, images, self.hparams.tta_level).float()
+        level = self.hparams.tta_level
+        if stage == "val" and self.hparams.get("val_tta_level") is not None:
+            level = self.hparams.val_tta_level  # cheaper per-epoch validation (level 2 runs 6 views)
+        logits = tta_logits(self, images, level).float()
         loss = nn.functional.cross_entropy(logits, labels)
         loss_metric = getattr(self, f"{stage}_loss")
         acc = getattr(self, f"{stage}_acc")
