@@ -205,10 +205,14 @@ class ImageClassifier(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         trainer = self.trainer
-        # the epoch's last step too: under DDP the shared check must happen inside the batch
-        # loop, since at epoch end rank 0's progress bar runs metric syncs the others do not
-        last = batch_idx + 1 >= trainer.num_training_batches or trainer.global_step >= trainer.estimated_stepping_batches
-        if self.device.type == "cpu" or trainer.global_step % _FINITE_CHECK_EVERY == 0 or last:
+        # the epoch's and the run's last step too: under DDP the shared check must happen inside
+        # the batch loop, since at epoch end rank 0's progress bar runs metric syncs the others do not
+        if (
+            self.device.type == "cpu"
+            or trainer.global_step % _FINITE_CHECK_EVERY == 0
+            or batch_idx + 1 >= trainer.num_training_batches
+            or trainer.global_step >= trainer.estimated_stepping_batches
+        ):
             self.check_finite(all_ranks=True)
 
     def on_train_epoch_end(self) -> None:

@@ -81,6 +81,12 @@ def decoupled_sgd(
     divided out, and ``weight_decay`` is the decay per 1024 examples, independent of lr: so
     batch size, momentum, lr and decay can each be tuned without re-tuning the others.
     """
+    torch_lr, torch_decay = decoupled_to_torch(lr, momentum, weight_decay, batch_size)
+    return torch.optim.SGD(params, lr=torch_lr, momentum=momentum, nesterov=nesterov, weight_decay=torch_decay)
+
+
+def decoupled_to_torch(lr: float, momentum: float, weight_decay: float, batch_size: int) -> tuple[float, float]:
+    """airbench's decoupled (lr, weight_decay) per 1024 examples -> torch SGD's (lr, weight_decay)."""
     if not 0.0 <= momentum < 1.0:
         raise ConfigError(f"optimizer.momentum={momentum} must be in [0, 1)")
     if lr <= 0 or weight_decay < 0 or batch_size <= 0:
@@ -88,9 +94,7 @@ def decoupled_sgd(
     kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
     torch_lr = lr * batch_size / kilostep_scale
     decay_per_step = weight_decay * batch_size / kilostep_scale
-    return torch.optim.SGD(
-        params, lr=torch_lr, momentum=momentum, nesterov=nesterov, weight_decay=decay_per_step / torch_lr
-    )
+    return torch_lr, decay_per_step / torch_lr
 
 
 def _check(total_steps: int, warmup_fraction: float, initial_factor: float, final_factor: float) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import torch
 
 from cifar_lab.errors import ConfigError
-from cifar_lab.optim import decoupled_sgd
+from cifar_lab.optim import decoupled_to_torch
 
 # quintic Newton-Schulz coefficients tuned for speed over exact convergence (Keller Jordan):
 # the singular values land in about [0.5, 1.5] after 3 steps, which trains as well as exactly 1
@@ -122,9 +122,7 @@ def decoupled_muon(
         raise ConfigError(f"optimizer.muon_momentum={muon_momentum!r} must be in [0, 1)")
     if not (isinstance(ns_steps, int) and ns_steps >= 1):
         raise ConfigError(f"optimizer.ns_steps={ns_steps!r} must be a whole number >= 1 (airbench uses 3)")
-    # reuse decoupled_sgd for its checks and its conversion to per-step lr and decay
-    sgd = decoupled_sgd([torch.zeros(1, requires_grad=True)], lr, momentum, weight_decay, batch_size, nesterov)
-    sgd_defaults = {k: sgd.defaults[k] for k in ("lr", "momentum", "nesterov", "weight_decay")}
+    sgd_lr, sgd_decay = decoupled_to_torch(lr, momentum, weight_decay, batch_size)
     groups: list[dict[str, Any]] = []
     for group in _as_groups(params):
         filters = [p for p in group["params"] if p.ndim == 4]
@@ -133,7 +131,7 @@ def decoupled_muon(
             groups.append({**group, "params": others})
         if filters:
             groups.append({"params": filters, "muon": True, "lr": muon_lr, "momentum": muon_momentum, "weight_decay": 0.0})
-    return MuonWithSGD(groups, ns_steps=ns_steps, **sgd_defaults)
+    return MuonWithSGD(groups, lr=sgd_lr, momentum=momentum, nesterov=nesterov, weight_decay=sgd_decay, ns_steps=ns_steps)
 
 
 def _as_groups(params: Iterable[Any]) -> list[dict[str, Any]]:
