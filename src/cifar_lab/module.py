@@ -94,6 +94,7 @@ class ImageClassifier(pl.LightningModule):
         self.steps_at_train_start = 0
         # first step whose loss was not finite (-1: none), kept on the device: no sync per step
         self._bad_step: torch.Tensor | None = None
+        self._total_steps = 0  # the fit's optimizer steps, set with the schedule in configure_optimizers
         self._bad_loss: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -211,7 +212,7 @@ class ImageClassifier(pl.LightningModule):
             self.device.type == "cpu"
             or trainer.global_step % _FINITE_CHECK_EVERY == 0
             or batch_idx + 1 >= trainer.num_training_batches
-            or trainer.global_step >= trainer.estimated_stepping_batches
+            or trainer.global_step >= self._total_steps
         ):
             self.check_finite(all_ranks=True)
 
@@ -258,7 +259,7 @@ class ImageClassifier(pl.LightningModule):
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, labels = batch
         level = self.hparams.tta_level
-        if stage == "val" and self.hparams.get("val_tta_level") is not None:
+        if stage == "val" and self.hparams.val_tta_level is not None:
             level = self.hparams.val_tta_level  # cheaper per-epoch validation (level 2 runs 6 views)
         logits = tta_logits(self, images, level).float()
         loss = nn.functional.cross_entropy(logits, labels)
@@ -291,10 +292,10 @@ class ImageClassifier(pl.LightningModule):
         groups = param_groups(self.net, self.hparams.exclude_norm_and_bias_from_decay, self.hparams.norm_lr_scale)
         optimizer = self.optimizer_factory(params=groups)
         apply_lr_scales(optimizer)
+        self._total_steps = int(self.trainer.estimated_stepping_batches)
         if self.scheduler_factory is None:
             return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        scheduler = self.scheduler_factory(optimizer, total_steps=self._total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- checkpoints ---------------------------------------------------------------------
