@@ -58,6 +58,8 @@ def test_experiment_seed_is_the_seed_documents_setup(make_cfg):
         ("data.flip=sideways", "data.flip='sideways' is not one of"),
         ("data.crop=-4", "data.crop=-4 must be a whole number of pixels >= 0"),
         ("data.crop_epochs=3", "data.crop_epochs=3 needs a crop size: set data.crop"),
+        ("data.crop=[24,28]", "data.crop has 2 size(s) but data.crop_epochs has 1 epoch count(s): give one count per size"),
+        ("data.crop=[24,-1]", "data.crop=[24, -1] must be a whole number of pixels >= 0, or a list of them"),
         ("trainer.precision=7", "trainer.precision='7' is not one of"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 must be a positive integer"),
         ("module.label_smoothing=1.5", "module.label_smoothing=1.5 must be in [0, 1)"),

@@ -252,7 +252,11 @@ def test_checkpoint_holds_one_copy_of_the_weights():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model=fast", "data.crop=16"], "data.crop=16 does not fit model FastNet: pick a crop size it takes"),
+        (["model=fast", "data.crop=8"], "data.crop=8 does not fit model FastNet: pick a crop size it takes"),
+        (
+            ["model=fast", "data.crop=[8,28]", "data.crop_epochs=[1,1]"],
+            "data.crop=[8, 28] (size 8) does not fit model FastNet",
+        ),
         (["model=seed_cnn", "data.crop=28"], "data.crop=28 does not fit model SeedCNN"),
         (["data.crop=40"], "data.crop=40 is larger than the 32px images"),
     ],

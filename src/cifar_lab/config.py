@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from cifar_lab.errors import ConfigError
@@ -119,6 +119,38 @@ def _positive_int(cfg: DictConfig, key: str) -> int:
     return value
 
 
+def crop_stages(crop: Any, crop_epochs: Any) -> tuple[tuple[int, int], ...]:
+    """Progressive size as (crop size, epochs) stages, in training order.
+
+    ``crop`` and ``crop_epochs`` are one whole number each (``28``, ``9``: 9 epochs on 28x28
+    windows) or lists of equal length (``[24, 28]``, ``[6, 4]``: 6 epochs at 24, then 4 at
+    28); full-size images follow. Shared by the config check and the data loader, so both
+    accept and refuse the same values.
+    """
+    def whole_numbers(value: Any, key: str, unit: str) -> list[Any]:
+        values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+        shown = list(values) if isinstance(value, (list, tuple, ListConfig)) else value
+        _require(
+            len(values) > 0 and all(_is_int(v) and v >= 0 for v in values),
+            f"{key}={shown!r} must be a whole number of {unit} >= 0, or a list of them",
+        )
+        return values
+
+    sizes = whole_numbers(crop, "data.crop", "pixels")
+    epochs = whole_numbers(crop_epochs, "data.crop_epochs", "epochs")
+    _require(
+        len(sizes) == len(epochs),
+        f"data.crop has {len(sizes)} size(s) but data.crop_epochs has {len(epochs)} epoch count(s): "
+        "give one count per size, e.g. data.crop=[24,28] data.crop_epochs=[6,4]",
+    )
+    for size, count in zip(sizes, epochs):
+        _require(
+            count == 0 or size > 0,
+            f"data.crop_epochs={count} needs a crop size: set data.crop (e.g. 28), or crop_epochs=0",
+        )
+    return tuple(zip(sizes, epochs))
+
+
 def _validate_data(cfg: DictConfig) -> None:
     _positive_int(cfg, "data.batch_size")
     _positive_int(cfg, "data.eval_batch_size")
@@ -133,14 +165,10 @@ def _validate_data(cfg: DictConfig) -> None:
         "data.crop": _get(cfg, "data.crop", 0),
         "data.crop_epochs": _get(cfg, "data.crop_epochs", 0),
     }
-    for key, value in sizes.items():
-        unit = "epochs" if key == "data.crop_epochs" else "pixels"
-        _require(_is_int(value) and value >= 0, f"{key}={value!r} must be a whole number of {unit} >= 0")
-    crop, crop_epochs = sizes["data.crop"], sizes["data.crop_epochs"]
-    _require(
-        crop_epochs == 0 or crop > 0,
-        f"data.crop_epochs={crop_epochs} needs a crop size: set data.crop (e.g. 28), or crop_epochs=0",
-    )
+    for key in ("data.translate", "data.cutout"):
+        value = sizes[key]
+        _require(_is_int(value) and value >= 0, f"{key}={value!r} must be a whole number of pixels >= 0")
+    crop_stages(sizes["data.crop"], sizes["data.crop_epochs"])
     source = _get(cfg, "data.source")
     target = source.get("_target_") if isinstance(source, DictConfig) else None
     _require(target is not None, "data.source needs a _target_ (pick data=cifar10, data=folder or data=synthetic)")

@@ -173,22 +173,23 @@ def _check_compatible(checkpoint: dict[str, Any], module, datamodule, path: Path
 
 
 def _check_crop_fits(net, datamodule) -> None:
-    """Fail before training, in one line, if the model cannot take data.crop-sized images."""
+    """Fail before training, in one line, if the model cannot take a data.crop-sized image."""
     import torch
 
-    crop = datamodule.augment_spec.crop_size(0, datamodule.image_size)
-    if crop is None:
-        return
+    spec = datamodule.augment_spec
     was_training = net.training
     try:
-        with torch.no_grad():
-            net.eval()(torch.zeros(2, 3, crop, crop))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"data.crop={crop} does not fit model {type(net).__name__}: pick a crop size it takes "
-            f"(FastNet: >= 25 at kernel_size 2), or data.crop_epochs=0 ({first})"
-        ) from None
+        for crop in spec.crop_sizes(datamodule.image_size):
+            try:
+                with torch.no_grad():
+                    net.eval()(torch.zeros(2, 3, crop, crop))
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                setting = f"data.crop={crop}" if len(spec.stages) == 1 else f"data.crop={list(spec.crop)} (size {crop})"
+                raise ConfigError(
+                    f"{setting} does not fit model {type(net).__name__}: pick a crop size it takes "
+                    f"(FastNet: >= 9 at kernel_size 2), or data.crop_epochs=0 ({first})"
+                ) from None
     finally:
         net.train(was_training)
 

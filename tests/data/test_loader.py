@@ -138,6 +138,20 @@ def test_crop_epochs_train_on_random_windows_inside_the_image_then_full_size():
     assert shapes == [4, 4, 8]  # the loader's own epochs 0, 1, 2
 
 
+def test_crop_stages_run_in_order_each_a_window_of_the_image():
+    images = _images(100)
+    spec = AugmentSpec(translate=1, crop=[4, 6], crop_epochs=[1, 2])
+    assert spec.stages == ((4, 1), (6, 2)) and spec.crop_sizes(8) == [4, 6]
+    loader = DeviceLoader(images, torch.arange(100), 50, augment_spec=spec)
+    sizes = []
+    for epoch in range(5):
+        out = loader.augmented(epoch, torch.Generator().manual_seed(epoch))
+        sizes.append(out.shape[-1])
+        if out.shape[-1] < 8:  # a crop after a 1px translate never reaches the padding
+            _window_offsets(out, images)
+    assert sizes == [4, 6, 6, 8, 8]
+
+
 def test_crop_larger_than_the_images_is_one_clear_line():
     loader = DeviceLoader(_images(4), torch.arange(4), 2, augment_spec=AugmentSpec(crop=12, crop_epochs=1))
     with pytest.raises(ConfigError, match=r"data.crop=12 is larger than the 8px images"):
@@ -146,7 +160,10 @@ def test_crop_larger_than_the_images_is_one_clear_line():
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(flip="sideways"), dict(translate=-1), dict(cutout=1.5), dict(crop=-2), dict(crop_epochs=3)],
+    [
+        dict(flip="sideways"), dict(translate=-1), dict(cutout=1.5), dict(crop=-2), dict(crop_epochs=3),
+        dict(crop=[4, 6], crop_epochs=[1]), dict(crop=[4, 0], crop_epochs=[1, 1]), dict(crop=[], crop_epochs=[]),
+    ],
 )
 def test_bad_augment_spec_is_one_clear_line(bad):
     with pytest.raises(ConfigError) as err:

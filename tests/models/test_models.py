@@ -152,6 +152,21 @@ def test_fastnet_options_change_the_net() -> None:
     assert model.head.in_features == 48
 
 
+def test_fastnet_head_pool_is_airbenchs_at_full_size_and_takes_small_crops() -> None:
+    torch.manual_seed(0)
+    model = FastNet(num_classes=10, widths=[8, 16, 16]).eval()
+    for size in (32, 28):  # a 3x3 map before the head: the global max is airbench's MaxPool(3)
+        x = torch.randn(2, 3, size, size)
+        features = model.layers(model.activ(model.whiten(x)))
+        assert features.shape[-2:] == (3, 3)
+        expected = model.head(nn.MaxPool2d(3)(features).flatten(1)) * model.scaling_factor
+        assert torch.allclose(model(x), expected)
+    for size in (24, 9):  # progressive-size crops whose map is 2x2 or 1x1
+        assert model(torch.randn(2, 3, size, size)).shape == (2, 10)
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 3, 8, 8))
+
+
 def test_fastnet_residual_is_airbench96s_net() -> None:
     model = FastNet(num_classes=10, widths=[128, 512, 512], residual=True)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]

@@ -31,8 +31,8 @@ class CIFARDataModule(pl.LightningDataModule):
         flip: str = "random",
         translate: int = 2,
         cutout: int = 0,
-        crop: int = 0,
-        crop_epochs: int = 0,
+        crop: int | Sequence[int] = 0,
+        crop_epochs: int | Sequence[int] = 0,
         drop_last: bool = True,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -75,7 +75,7 @@ class CIFARDataModule(pl.LightningDataModule):
             "test": (arrays.test_images, arrays.test_labels),
         }
         self.classes = tuple(arrays.classes)
-        self.augment_spec.crop_size(0, self.image_size)  # a crop too large fails here, not mid-fit
+        self.augment_spec.crop_sizes(self.image_size)  # a crop too large fails here, not mid-fit
         self.mean, self.std = self._channel_stats(self._splits["train"][0])
 
     def train_dataloader(self) -> DeviceLoader:

@@ -7,11 +7,12 @@ applied to the whole split at once, then batches are index slices of it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
 
 import torch
 
+from cifar_lab.config import crop_stages
 from cifar_lab.data import augment
 from cifar_lab.errors import ConfigError
 
@@ -23,31 +24,39 @@ class AugmentSpec:
     flip: str = "none"
     translate: int = 0
     cutout: int = 0
-    # the first ``crop_epochs`` epochs train on the central crop x crop window (0: full size)
-    crop: int = 0
-    crop_epochs: int = 0
+    # progressive size: ``crop_epochs`` epochs on crop x crop windows, then full size; both
+    # may be lists for several stages (crop=[24, 28], crop_epochs=[6, 4])
+    crop: int | Sequence[int] = 0
+    crop_epochs: int | Sequence[int] = 0
+    stages: tuple[tuple[int, int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.flip not in augment.FLIP_MODES:
             raise ConfigError(f"data.flip={self.flip!r} is not one of {', '.join(augment.FLIP_MODES)}")
-        for name in ("translate", "cutout", "crop", "crop_epochs"):
+        for name in ("translate", "cutout"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"data.{name}={value!r} must be a whole number >= 0")
-        if self.crop_epochs > 0 and self.crop == 0:
-            raise ConfigError(
-                f"data.crop_epochs={self.crop_epochs} needs a crop size: set data.crop (e.g. 28), or crop_epochs=0"
-            )
+        object.__setattr__(self, "stages", crop_stages(self.crop, self.crop_epochs))
+
+    def crop_sizes(self, image_size: int) -> list[int]:
+        """Every crop side some epoch trains on, smallest first (empty: always full size)."""
+        for size, _ in self.stages:
+            if size > image_size:  # checked again here for loaders built without a datamodule
+                raise ConfigError(
+                    f"data.crop={size} is larger than the {image_size}px images: pick a crop below {image_size}, or 0"
+                )
+        return sorted({size for size, epochs in self.stages if epochs > 0 and 0 < size < image_size})
 
     def crop_size(self, epoch: int, image_size: int) -> int | None:
         """The training crop's side in ``epoch``, or None for full-size images."""
-        if epoch >= self.crop_epochs or self.crop == 0:
-            return None
-        if self.crop > image_size:  # checked again here for loaders built without a datamodule
-            raise ConfigError(
-                f"data.crop={self.crop} is larger than the {image_size}px images: pick a crop below {image_size}, or 0"
-            )
-        return self.crop if self.crop < image_size else None
+        self.crop_sizes(image_size)
+        end = 0
+        for size, epochs in self.stages:
+            end += epochs
+            if epoch < end:
+                return size if 0 < size < image_size else None
+        return None
 
 
 def normalize(images_nhwc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
