@@ -128,11 +128,11 @@ def crop_stages(crop: Any, crop_epochs: Any) -> tuple[tuple[int, int], ...]:
     accept and refuse the same values.
     """
     def whole_numbers(value: Any, key: str, unit: str) -> list[Any]:
-        values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
-        shown = list(values) if isinstance(value, (list, tuple, ListConfig)) else value
+        is_list = isinstance(value, (list, tuple, ListConfig))
+        values = list(value) if is_list else [value]
         _require(
             len(values) > 0 and all(_is_int(v) and v >= 0 for v in values),
-            f"{key}={shown!r} must be a whole number of {unit} >= 0, or a list of them",
+            f"{key}={values if is_list else value!r} must be a whole number of {unit} >= 0, or a list of them",
         )
         return values
 
