@@ -158,17 +158,11 @@ def _validate_data(cfg: DictConfig) -> None:
     _require(_is_int(val_size) and val_size >= 0, f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)")
     flip = _get(cfg, "data.flip")
     _require(flip in FLIP_MODES, f"data.flip={flip!r} is not one of: {', '.join(FLIP_MODES)}")
-    # crop and crop_epochs default to 0 for configs saved before progressive size existed
-    sizes = {
-        "data.translate": _get(cfg, "data.translate"),
-        "data.cutout": _get(cfg, "data.cutout"),
-        "data.crop": _get(cfg, "data.crop", 0),
-        "data.crop_epochs": _get(cfg, "data.crop_epochs", 0),
-    }
     for key in ("data.translate", "data.cutout"):
-        value = sizes[key]
+        value = _get(cfg, key)
         _require(_is_int(value) and value >= 0, f"{key}={value!r} must be a whole number of pixels >= 0")
-    crop_stages(sizes["data.crop"], sizes["data.crop_epochs"])
+    # crop and crop_epochs default to 0 for configs saved before progressive size existed
+    crop_stages(_get(cfg, "data.crop", 0), _get(cfg, "data.crop_epochs", 0))
     source = _get(cfg, "data.source")
     target = source.get("_target_") if isinstance(source, DictConfig) else None
     _require(target is not None, "data.source needs a _target_ (pick data=cifar10, data=folder or data=synthetic)")

@@ -39,18 +39,21 @@ class AugmentSpec:
                 raise ConfigError(f"data.{name}={value!r} must be a whole number >= 0")
         object.__setattr__(self, "stages", crop_stages(self.crop, self.crop_epochs))
 
-    def crop_sizes(self, image_size: int) -> list[int]:
-        """Every crop side some epoch trains on, smallest first (empty: always full size)."""
+    def _check_crops_fit(self, image_size: int) -> None:
         for size, _ in self.stages:
             if size > image_size:  # checked again here for loaders built without a datamodule
                 raise ConfigError(
                     f"data.crop={size} is larger than the {image_size}px images: pick a crop below {image_size}, or 0"
                 )
+
+    def crop_sizes(self, image_size: int) -> list[int]:
+        """Every crop side some epoch trains on, smallest first (empty: always full size)."""
+        self._check_crops_fit(image_size)
         return sorted({size for size, epochs in self.stages if epochs > 0 and 0 < size < image_size})
 
     def crop_size(self, epoch: int, image_size: int) -> int | None:
         """The training crop's side in ``epoch``, or None for full-size images."""
-        self.crop_sizes(image_size)
+        self._check_crops_fit(image_size)
         end = 0
         for size, epochs in self.stages:
             end += epochs
