@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="folder/archive of train/<class>, test/<class> images")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--runs", type=int, default=3, help="seeds per system")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+runs-1 (extend an earlier sample with fresh seeds)")
     parser.add_argument("--systems", default="seed,exp_seed,plain94,speed94,airbench", help=f"comma-separated, from {','.join(SYSTEMS)}")
     parser.add_argument("--seed-epochs", type=int, default=10, help="epochs of the seed loop / experiment=seed")
     parser.add_argument("--speed-epochs", type=float, default=9.9, help="epochs of plain94 / speed94")
@@ -107,6 +108,9 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/speed.json")
     args = parser.parse_args()
 
+    if args.runs < 1 or args.first_seed < 0:
+        parser.error(f"--runs must be >= 1 and --first-seed >= 0 (got {args.runs}, {args.first_seed})")
+    seeds = list(range(args.first_seed, args.first_seed + args.runs))
     systems = [s for s in args.systems.split(",") if s]
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
@@ -134,7 +138,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {s: [] for s in systems}
     partial = Path(args.json).with_suffix(".partial.json")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    for seed in range(args.runs):  # interleave systems so drift hits all alike
+    for seed in seeds:  # interleave systems so drift hits all alike
         for system in systems:
             if system == "seed":
                 from seed_loop import run_seed_loop
@@ -152,14 +156,14 @@ def main() -> None:
                 r = run_train_py(["experiment=cpu90", *common, f"seed={seed}"], workdir)
             else:
                 r = run_airbench(arrays, args.device, seed, workdir)
-            r = {k: r[k] for k in ("test/acc", "train_time_s", "fit_time_s", "steps") if k in r}
+            r = {"seed": seed, **{k: r[k] for k in ("test/acc", "train_time_s", "fit_time_s", "steps") if k in r}}
             print(f"# {system} seed={seed}: acc={r['test/acc']:.4f} time={r['train_time_s']:.2f}s", flush=True)
             results[system].append(r)
             partial.write_text(json.dumps(results, indent=2))  # a long run's finished jobs survive a crash
 
     summary = [summarize(s, rs) for s, rs in results.items() if rs]
     by_name = {s["system"]: s for s in summary}
-    print(f"\n{args.device}, data={Path(data).name}, n={args.runs} seeds each\n")
+    print(f"\n{args.device}, data={Path(data).name}, n={args.runs} seeds each ({seeds[0]}..{seeds[-1]})\n")
     print("| system | n | test acc (mean ± std) | median time (s) | median s/step |")
     print("|---|---|---|---|---|")
     for s in summary:
@@ -177,7 +181,7 @@ def main() -> None:
             print(f"| {k} | {v:.3f} |")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": args.device, "data": Path(data).name, "runs": args.runs, "summary": summary, "ratios": ratios}, indent=2))
+    out.write_text(json.dumps({"device": args.device, "data": Path(data).name, "runs": args.runs, "seeds": seeds, "summary": summary, "ratios": ratios}, indent=2))
     print(f"\nwrote {out}")
 
 
