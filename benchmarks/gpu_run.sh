@@ -23,7 +23,7 @@ has speed94 && timeout ${SPEED_TIMEOUT:-200} python3 benchmarks/speed.py --data 
 #    5000-image validation split: val/acc is the final weights with the recipe's TTA
 SWEEP=/tmp/sweep_cpu90
 sweep() {  # widths batch epochs
-  python3 train.py -m experiment=cpu90 $COMMON data.val_size=5000 "model.widths=$1" data.batch_size=$2 epochs=$3 \
+  python3 train.py -m experiment=cpu90 $COMMON data.val_size=5000 data.crop_epochs=0 "model.widths=$1" data.batch_size=$2 epochs=$3 \
     seed=0,1 hydra.sweep.dir=$SWEEP hydra.sweep.subdir="w${1//[^0-9]/_}_b$2_e$3_s\${seed}" 2>&1 | grep -E "error|Error|Traceback" || true
 }
 has sweep && {

@@ -68,6 +68,14 @@ def test_experiment_seed_is_the_seed_documents_setup(make_cfg):
         ("test_ckpt=worst", "test_ckpt='worst' must be 'best' or 'last'"),
         ("ckpt_path=/nonexistent.ckpt", "is not a file"),
         ("cpu_threads=0", "cpu_threads=0 must be a positive integer, or null"),
+        ("epochs=0", "epochs=0 must be a positive number, fractions allowed"),
+        ("data.mean=0.5", "data.mean=0.5 must be 3 numbers, one per RGB channel"),
+        ("data.std=[0.5,0.5]", "data.std=[0.5, 0.5] must be 3 numbers, one per RGB channel"),
+        ("data.std=[0.2,0,0.2]", "data.std=[0.2, 0, 0.2] must be > 0 in every channel"),
+        ("module.norm_lr_scale=abc", "module.norm_lr_scale='abc' must be a number > 0"),
+        ("module.whiten_bias_epochs=-1", "module.whiten_bias_epochs=-1 must be a whole number >= 0, or null"),
+        ("scheduler.warmup_fraction=1.5", "scheduler.warmup_fraction=1.5 must be a number in [0, 1)"),
+        ("scheduler.final_factor=-0.1", "scheduler.final_factor=-0.1 must be a number >= 0"),
     ],
 )
 def test_invalid_values_raise_one_clear_line(make_cfg, override, message):
@@ -76,6 +84,21 @@ def test_invalid_values_raise_one_clear_line(make_cfg, override, message):
         validate_config(cfg)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "total"),
+    [
+        (["data.crop=28", "epochs=5", "data.crop_epochs=5"], 5),
+        (["data.crop=28", "epochs=2.5", "data.crop_epochs=3"], 2.5),
+        (["data.crop=[24,28]", "data.crop_epochs=[2,2]", "trainer.max_epochs=4"], 4),
+    ],
+)
+def test_crop_epochs_that_leave_no_full_size_epoch_are_refused(make_cfg, overrides, total):
+    with pytest.raises(ConfigError) as err:
+        validate_config(make_cfg("data=cifar10", *overrides, fast=False))
+    assert f"covers all {total} training epochs" in str(err.value) and "\n" not in str(err.value)
+    validate_config(make_cfg("data=cifar10", "data.crop=28", "epochs=5", "data.crop_epochs=4", fast=False))  # one left
 
 
 def test_synthetic_val_size_is_checked_against_its_size(make_cfg):

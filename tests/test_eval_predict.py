@@ -103,6 +103,15 @@ def test_eval_without_ckpt_path_is_one_line_and_exit_2():
     assert result.stderr.strip().splitlines() == ["error: ckpt_path is required: python eval.py ckpt_path=PATH/TO/checkpoint.ckpt"]
 
 
+def test_eval_of_folder_data_without_a_path_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "eval.py", f"ckpt_path={tmp_path / 'run.ckpt'}", "data=folder",
+                             f"hydra.run.dir={tmp_path / 'out'}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: data=folder needs a path: add data.path=PATH (a folder or .tar/.tar.gz/.zip with train/<class>/ and test/<class>/)"
+    ]
+
+
 def test_expected_calibration_error_by_hand_and_against_torchmetrics():
     from torchmetrics.classification import MulticlassCalibrationError
 

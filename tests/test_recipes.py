@@ -259,10 +259,11 @@ def test_checkpoint_holds_one_copy_of_the_weights():
         ),
         (["model=seed_cnn", "data.crop=28"], "data.crop=28 does not fit model SeedCNN"),
         (["data.crop=40"], "data.crop=40 is larger than the 32px images"),
+        (["data.crop=28", "data.translate=32"], "data.translate=32 is too large for the 32px images"),
     ],
 )
 def test_a_crop_the_model_cannot_take_fails_before_training_in_one_line(make_cfg, tmp_path, overrides, message):
-    cfg = make_cfg("data=synthetic", "data.val_size=0", "data.crop_epochs=1", "epochs=1", *overrides, fast=False)
+    cfg = make_cfg("data=synthetic", "data.val_size=0", "data.crop_epochs=1", "epochs=3", *overrides, fast=False)
     with pytest.raises(ConfigError) as err:
         train(cfg)
     assert message in str(err.value) and "\n" not in str(err.value)

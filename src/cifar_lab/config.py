@@ -151,7 +151,25 @@ def crop_stages(crop: Any, crop_epochs: Any) -> tuple[tuple[int, int], ...]:
     return tuple(zip(sizes, epochs))
 
 
-def _validate_data(cfg: DictConfig) -> None:
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def _training_epochs(cfg: DictConfig) -> float | None:
+    """The run's length in epochs (``epochs``, else ``trainer.max_epochs``); None: set by steps."""
+    epochs = _get(cfg, "epochs", None)
+    if epochs is not None:
+        _require(
+            _is_number(epochs) and epochs > 0,
+            f"epochs={epochs!r} must be a positive number, fractions allowed (e.g. 9.9), or null for trainer.max_epochs",
+        )
+        return epochs
+    max_epochs = _get(cfg, "trainer.max_epochs", None)
+    return max_epochs if _is_int(max_epochs) and max_epochs > 0 else None
+
+
+def validate_data_config(cfg: DictConfig) -> None:
+    """The data group's checks alone (eval and predict compose data without a training setup)."""
     _positive_int(cfg, "data.batch_size")
     _positive_int(cfg, "data.eval_batch_size")
     val_size = _get(cfg, "data.val_size")
@@ -161,8 +179,23 @@ def _validate_data(cfg: DictConfig) -> None:
     for key in ("data.translate", "data.cutout"):
         value = _get(cfg, key)
         _require(_is_int(value) and value >= 0, f"{key}={value!r} must be a whole number of pixels >= 0")
+    for key in ("data.mean", "data.std"):
+        value = _get(cfg, key, None)
+        _require(
+            value is None or (isinstance(value, ListConfig) and len(value) == 3 and all(_is_number(v) for v in value)),
+            f"{key}={_plain(value)!r} must be 3 numbers, one per RGB channel (e.g. [0.5,0.5,0.5]), or null for the training split's",
+        )
+    std = _get(cfg, "data.std", None)
+    _require(std is None or all(v > 0 for v in std), f"data.std={_plain(std)!r} must be > 0 in every channel")
     # crop and crop_epochs default to 0 for configs saved before progressive size existed
-    crop_stages(_get(cfg, "data.crop", 0), _get(cfg, "data.crop_epochs", 0))
+    stages = crop_stages(_get(cfg, "data.crop", 0), _get(cfg, "data.crop_epochs", 0))
+    cropped = sum(count for _, count in stages)
+    total = _training_epochs(cfg)
+    _require(
+        not cropped or total is None or cropped < total,
+        f"data.crop_epochs={_plain(_get(cfg, 'data.crop_epochs'))} covers all {total} training epochs: none would train "
+        f"on full-size images, which the BatchNorm statistics and the test pass see; use fewer crop epochs, or data.crop=0",
+    )
     source = _get(cfg, "data.source")
     target = source.get("_target_") if isinstance(source, DictConfig) else None
     _require(target is not None, "data.source needs a _target_ (pick data=cifar10, data=folder or data=synthetic)")
@@ -199,6 +232,13 @@ def _validate_optimization(cfg: DictConfig) -> None:
         level = _get(cfg, f"module.{key}", None)
         allowed = "" if key == "tta_level" else ", or null (as tta_level)"
         _require(level is None or level in TTA_LEVELS, f"module.{key}={level!r} is not one of {TTA_LEVELS}{allowed}")
+    scale = _get(cfg, "module.norm_lr_scale", 1.0)
+    _require(_is_number(scale) and scale > 0, f"module.norm_lr_scale={scale!r} must be a number > 0 (1: the same lr as the rest)")
+    bias_epochs = _get(cfg, "module.whiten_bias_epochs", None)
+    _require(
+        bias_epochs is None or (_is_int(bias_epochs) and bias_epochs >= 0),
+        f"module.whiten_bias_epochs={bias_epochs!r} must be a whole number >= 0, or null (never frozen)",
+    )
     smoothing = _get(cfg, "module.label_smoothing", 0.0)
     _require(_is_number(smoothing) and 0 <= smoothing < 1, f"module.label_smoothing={smoothing!r} must be in [0, 1)")
     scheduler = _get(cfg, "scheduler", None)
@@ -206,6 +246,14 @@ def _validate_optimization(cfg: DictConfig) -> None:
         not scheduler or "_target_" in scheduler,
         "scheduler has no _target_: pick scheduler=onecycle, cosine or none",
     )
+    if scheduler:
+        for key, low, high in (
+            ("warmup_fraction", 0.0, 1.0), ("initial_factor", 0.0, None), ("final_factor", 0.0, None)
+        ):
+            value = scheduler.get(key, 0.0)
+            ok = _is_number(value) and value >= low and (high is None or value < high)
+            span = f"in [{low:g}, {high:g})" if high is not None else f">= {low:g}"
+            _require(ok, f"scheduler.{key}={value!r} must be a number {span}")
 
 
 def _validate_trainer(cfg: DictConfig) -> None:
@@ -234,6 +282,6 @@ def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError on the first invalid value of the composed training config."""
     for group in ("data", "model", "optimizer", "trainer"):
         _require(_get(cfg, group, None) is not None, f"config group '{group}' is empty: pick one with {group}=NAME")
-    _validate_data(cfg)
+    validate_data_config(cfg)
     _validate_optimization(cfg)
     _validate_trainer(cfg)

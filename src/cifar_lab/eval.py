@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import cifar_lab.config  # noqa: F401  (registers the cifar_lab.cpu_precision resolver)
+from cifar_lab.config import validate_data_config  # also registers the cifar_lab.* resolvers
 from cifar_lab.errors import CifarLabError, ConfigError
 from cifar_lab.train import config_dir
 
@@ -62,6 +62,7 @@ def _ckpt_path(cfg: DictConfig) -> Path:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test one checkpoint; write metrics.json and confusion_matrix.png; return the metrics."""
     ckpt_path = _ckpt_path(cfg)
+    validate_data_config(cfg)  # a missing data.path is one line, before the checkpoint is read
     from cifar_lab.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ckpt_path)

@@ -39,7 +39,12 @@ class AugmentSpec:
                 raise ConfigError(f"data.{name}={value!r} must be a whole number >= 0")
         object.__setattr__(self, "stages", crop_stages(self.crop, self.crop_epochs))
 
-    def _check_crops_fit(self, image_size: int) -> None:
+    def _check_fits(self, image_size: int) -> None:
+        if self.translate >= image_size:  # reflect padding takes less than the image side
+            raise ConfigError(
+                f"data.translate={self.translate} is too large for the {image_size}px images: use less than "
+                f"{image_size} pixels (airbench: 2)"
+            )
         for size, _ in self.stages:
             if size > image_size:  # checked again here for loaders built without a datamodule
                 raise ConfigError(
@@ -48,12 +53,12 @@ class AugmentSpec:
 
     def crop_sizes(self, image_size: int) -> list[int]:
         """Every crop side some epoch trains on, smallest first (empty: always full size)."""
-        self._check_crops_fit(image_size)
+        self._check_fits(image_size)
         return sorted({size for size, epochs in self.stages if epochs > 0 and 0 < size < image_size})
 
     def crop_size(self, epoch: int, image_size: int) -> int | None:
         """The training crop's side in ``epoch``, or None for full-size images."""
-        self._check_crops_fit(image_size)
+        self._check_fits(image_size)
         end = 0
         for size, epochs in self.stages:
             end += epochs
