@@ -27,7 +27,7 @@ def test_every_group_option_composes_and_validates(make_cfg, tmp_path, group, op
     extra = [f"data.path={tmp_path}"] if (group, option) == ("data", "folder") else []
     cfg = make_cfg(f"{group}={option}", *extra, fast=False)
     validate_config(cfg)
-    assert cfg.get(group) is not None or group in ("experiment", "debug")
+    assert cfg.hydra.runtime.choices[group] == option  # the option was picked, not a default
 
 
 def test_defaults_are_the_documented_ones(make_cfg):
@@ -161,8 +161,10 @@ def test_cpu_trainer_picks_bf16_only_where_the_cpu_has_it(tmp_path, flags, expec
 
 
 def test_cpu_trainer_resolves_precision(make_cfg):
+    from cifar_lab.config import cpu_precision
+
     cfg = make_cfg("trainer=cpu", fast=False)
-    assert cfg.trainer.precision in ("bf16-mixed", "32-true")
+    assert cfg.trainer.precision == cpu_precision()  # what this machine's CPU flags give
     validate_config(cfg)
 
 
@@ -193,6 +195,24 @@ def test_cpu_training_sets_torch_threads(make_cfg, monkeypatch, overrides, threa
     calls.clear()
     train_module._set_cpu_threads(make_cfg("trainer=gpu", fast=False))
     assert calls == []  # GPU runs keep torch's own choice for their host-side work
+    train_module._set_cpu_threads(make_cfg("trainer=gpu", "cpu_threads=3", fast=False))
+    assert calls == [3]  # unless the user asks
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_default_auto_accelerator_gets_cpu_threads_when_it_trains_on_the_cpu(make_cfg, monkeypatch, gpu):
+    import torch
+
+    from cifar_lab import train as train_module
+    from cifar_lab.config import usable_cpus
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(train_module, "_gpu_visible", lambda: gpu)
+    cfg = make_cfg(fast=False)
+    assert cfg.trainer.accelerator == "auto"
+    train_module._set_cpu_threads(cfg)
+    assert calls == ([] if gpu else [usable_cpus()])
 
 
 def test_config_checks_the_tta_levels_the_recipe_implements():

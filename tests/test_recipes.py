@@ -122,6 +122,12 @@ def test_speed94_recipe_runs_end_to_end_with_fractional_epochs(make_cfg, tmp_pat
         assert metrics[key] > 0, key
     assert metrics["train_time_s"] == pytest.approx(metrics["fit_time_s"] + metrics["test_time_s"], abs=2e-3)
     assert metrics["test/acc"] > 0.3
+    # callbacks=none keeps no per-epoch checkpoints, but the final weights are saved for eval/predict
+    from cifar_lab.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert loaded.raw["global_step"] == 15 and sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert sum(p.numel() for p in loaded.net.parameters()) == metrics["params"]
 
 
 def test_speed96_recipe_composes_airbench96_and_runs(make_cfg, tmp_path):
@@ -135,7 +141,13 @@ def test_speed96_recipe_composes_airbench96_and_runs(make_cfg, tmp_path):
     summary = train(cfg)
     assert summary["steps"] == 10
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["params"] > 0 and 0.0 <= metrics["test/acc"] <= 1.0
+    from cifar_lab.models import FastNet
+
+    def params(**kwargs) -> int:
+        return sum(p.numel() for p in FastNet(num_classes=10, widths=[8, 16, 16], **kwargs).parameters())
+
+    assert metrics["params"] == params(residual=True) > params()  # the third conv of each group
+    assert metrics["test/acc"] > 0.2  # one epoch, 12-px cutout; chance is 0.1
 
 
 def test_cpu90_recipe_composes_for_cpus_and_trains_small_then_full_size(make_cfg, tmp_path, monkeypatch):
@@ -165,7 +177,7 @@ def test_cpu90_recipe_composes_for_cpus_and_trains_small_then_full_size(make_cfg
     assert train_sizes[:10] == [28] * 10 and set(train_sizes[10:]) == {32}  # epoch 0 cropped
     assert {size for training, size in fit if not training} == {32}  # the test pass: full size
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["test/acc"] > 0.3  # it learns across the change of size; chance is 0.1
 
 
 def test_whitening_bias_freezes_after_its_epochs(monkeypatch):

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from cifar_lab.train import train
@@ -34,12 +35,37 @@ def test_short_run_learns_and_writes_every_output(make_cfg, tmp_path):
         assert key in metrics, key
     assert metrics["epochs"] == 3 and metrics["seed"] == 0
     assert metrics["test/acc"] > 0.5  # 10 classes: chance is 0.1
-    assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-9
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert len(list((tmp_path / "checkpoints").glob("epoch*.ckpt"))) == 1  # the best one
     events = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
     assert events, "no TensorBoard event file"
+    scalars = EventAccumulator(str(events[0].parent), size_guidance={"scalars": 0})
+    scalars.Reload()
+    val_acc = scalars.Scalars("val/acc")
+    # one point per epoch (at its last batch), and the hparams tab's final value at the run's
+    # last step, with the test metrics: not at step 0, where it would open every curve
+    epoch_ends = [metrics["steps"] // 3 * (i + 1) - 1 for i in range(3)]
+    assert sorted({e.step for e in val_acc}) == [*epoch_ends, metrics["steps"]]
+    assert val_acc[-1].value == pytest.approx(metrics["val/acc"])
+    assert metrics["val/acc_best"] == pytest.approx(max(e.value for e in val_acc))
     assert summary["test/acc"] == metrics["test/acc"]
+
+
+def test_debug_overfit_trains_on_the_same_few_batches_every_epoch(make_cfg, monkeypatch):
+    from cifar_lab.module import ImageClassifier
+
+    seen: dict[int, list[torch.Tensor]] = {}
+    original = ImageClassifier.training_step
+
+    def recording(self, batch, batch_idx):
+        seen.setdefault(self.current_epoch, []).append(batch[0].sum((1, 2, 3)))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ImageClassifier, "training_step", recording)
+    train(make_cfg("debug=overfit", "model=seed_cnn", "data.batch_size=16", "trainer.max_epochs=3"))
+    assert sorted(seen) == [0, 1, 2] and all(len(batches) == 3 for batches in seen.values())
+    for epoch in (1, 2):  # overfit_batches=3: the same 3 batches, in the same order
+        assert all(torch.equal(a, b) for a, b in zip(seen[0], seen[epoch])), epoch
 
 
 def test_checkpoint_carries_classes_and_normalization(make_cfg, tmp_path):

@@ -227,19 +227,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _set_cpu_threads(cfg: DictConfig) -> None:
-    """CPU training: one intra-op thread per usable core, shared by the processes of this node."""
-    if str(cfg.trainer.get("accelerator", "")) != "cpu":
-        return
+    """CPU training: one intra-op thread per usable core, shared by the processes of this node.
+
+    Applies to ``accelerator: cpu``, and to ``auto`` where no GPU is visible (the default
+    trainer on a laptop); an explicit ``cpu_threads`` applies to every run."""
     import torch
 
     from cifar_lab.config import usable_cpus
 
     threads = cfg.get("cpu_threads")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not _gpu_visible())
+    if threads is None and not on_cpu:
+        return  # GPU runs keep torch's own choice for their host-side work
     if threads is None:
         devices = cfg.trainer.get("devices", 1)
         processes = int(devices) if str(devices).isdigit() and int(devices) > 0 else 1
         threads = max(1, usable_cpus() // processes)
     torch.set_num_threads(int(threads))
+
+
+def _gpu_visible() -> bool:
+    """What Lightning's ``accelerator: auto`` would train on, other than the CPU."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
 
 def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
@@ -248,6 +261,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
 
     import lightning.pytorch as pl
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     _route_library_logs_through_hydra()
 
@@ -332,6 +346,10 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
         if preemption.requested:  # signalled after the last training step: keep the finished state
             trainer.save_checkpoint(output_dir / "checkpoints" / "resume.ckpt")
             raise Preempted(preemption.signum)
+        if not any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks):
+            # lean recipes (callbacks=none) save nothing per epoch; keep the final weights for
+            # eval, predict and resume, written after the training clock stopped
+            trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
     except Preempted as stop:
         command = _resume_command(cfg)
         name = signal.Signals(stop.signum).name
@@ -426,7 +444,9 @@ def _log_hparams(loggers: list[Any], cfg: DictConfig, summary: dict[str, Any]) -
     params = _map_strings(params, lambda s: RUN_MARKER + s[len(run_dir):] if s.startswith(run_dir) else s)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics=final)
+            # at the last step, beside the test metrics: without a step TensorBoard files the
+            # final values at step 0, a false first point on every train/val curve
+            logger.log_hyperparams(params, metrics=final, step=summary["steps"])
             logger.finalize("success")
 
 

@@ -80,11 +80,14 @@ class CIFARDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DeviceLoader:
         images, labels = self._on_device("train")
+        # Lightning's overfit_batches only unshuffles loaders with a sampler: without this,
+        # debug=overfit would see 3 new batches every epoch instead of the same 3
+        overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
         return DeviceLoader(
             images,
             labels,
             self.batch_size,
-            shuffle=True,
+            shuffle=not overfitting,
             drop_last=self.drop_last,
             augment_spec=self.augment_spec,
             seed=self.seed,
