@@ -55,10 +55,12 @@ def test_debug_overfit_trains_on_the_same_few_batches_every_epoch(make_cfg, monk
     from cifar_lab.module import ImageClassifier
 
     seen: dict[int, list[torch.Tensor]] = {}
+    labels: set[int] = set()
     original = ImageClassifier.training_step
 
     def recording(self, batch, batch_idx):
         seen.setdefault(self.current_epoch, []).append(batch[0].sum((1, 2, 3)))
+        labels.update(batch[1].tolist())
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(ImageClassifier, "training_step", recording)
@@ -66,6 +68,7 @@ def test_debug_overfit_trains_on_the_same_few_batches_every_epoch(make_cfg, monk
     assert sorted(seen) == [0, 1, 2] and all(len(batches) == 3 for batches in seen.values())
     for epoch in (1, 2):  # overfit_batches=3: the same 3 batches, in the same order
         assert all(torch.equal(a, b) for a, b in zip(seen[0], seen[epoch])), epoch
+    assert len(labels) >= 5  # shuffled once: not the first 48 images of a class-sorted split
 
 
 def test_checkpoint_carries_classes_and_normalization(make_cfg, tmp_path):

@@ -155,6 +155,12 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
+def _image_side(source: Any) -> int:
+    """The side of the source's images: 32 (CIFAR; folders are resized to it) unless it says."""
+    side = source.get("image_size", 32) if isinstance(source, DictConfig) else 32
+    return side if _is_int(side) else 32
+
+
 def _training_epochs(cfg: DictConfig) -> float | None:
     """The run's length in epochs (``epochs``, else ``trainer.max_epochs``); None: set by steps."""
     epochs = _get(cfg, "epochs", None)
@@ -188,12 +194,14 @@ def validate_data_config(cfg: DictConfig) -> None:
     std = _get(cfg, "data.std", None)
     _require(std is None or all(v > 0 for v in std), f"data.std={_plain(std)!r} must be > 0 in every channel")
     # crop and crop_epochs default to 0 for configs saved before progressive size existed
-    stages = crop_stages(_get(cfg, "data.crop", 0), _get(cfg, "data.crop_epochs", 0))
-    cropped = sum(count for _, count in stages)
+    crop_epochs = _get(cfg, "data.crop_epochs", 0)
+    stages = crop_stages(_get(cfg, "data.crop", 0), crop_epochs)
+    side = _image_side(_get(cfg, "data.source", None))
+    cropped = sum(count for size, count in stages if 0 < size < side)  # a crop of the whole image is full size
     total = _training_epochs(cfg)
     _require(
         not cropped or total is None or cropped < total,
-        f"data.crop_epochs={_plain(_get(cfg, 'data.crop_epochs'))} covers all {total} training epochs: none would train "
+        f"data.crop_epochs={_plain(crop_epochs)} covers all {total} training epochs: none would train "
         f"on full-size images, which the BatchNorm statistics and the test pass see; use fewer crop epochs, or data.crop=0",
     )
     source = _get(cfg, "data.source")

@@ -236,11 +236,10 @@ def _set_cpu_threads(cfg: DictConfig) -> None:
     from cifar_lab.config import usable_cpus
 
     threads = cfg.get("cpu_threads")
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not _gpu_visible())
-    if threads is None and not on_cpu:
-        return  # GPU runs keep torch's own choice for their host-side work
     if threads is None:
+        accelerator = str(cfg.trainer.get("accelerator", "auto"))
+        if not (accelerator == "cpu" or (accelerator == "auto" and not _gpu_visible())):
+            return  # GPU runs keep torch's own choice for their host-side work
         devices = cfg.trainer.get("devices", 1)
         processes = int(devices) if str(devices).isdigit() and int(devices) > 0 else 1
         threads = max(1, usable_cpus() // processes)
@@ -248,11 +247,11 @@ def _set_cpu_threads(cfg: DictConfig) -> None:
 
 
 def _gpu_visible() -> bool:
-    """What Lightning's ``accelerator: auto`` would train on, other than the CPU."""
-    import torch
+    """Whether Lightning's ``accelerator: auto`` would pick a GPU (its own checks: NVML-based
+    for CUDA, so no CUDA context exists before a fork-based strategy starts)."""
+    from lightning.fabric.accelerators import CUDAAccelerator, MPSAccelerator
 
-    mps = getattr(torch.backends, "mps", None)
-    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+    return CUDAAccelerator.is_available() or MPSAccelerator.is_available()
 
 
 def _train(cfg: DictConfig, preemption) -> dict[str, Any]:

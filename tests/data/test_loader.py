@@ -80,6 +80,15 @@ def test_loader_covers_every_sample_once_per_epoch_in_a_new_order():
     assert not torch.equal(epoch0, epoch1)
 
 
+def test_loader_without_reshuffle_repeats_one_shuffled_order():
+    labels = torch.arange(100)
+    loader = DeviceLoader(_images(100), labels, 32, shuffle=True, reshuffle=False, seed=3)
+    epochs = [torch.cat([y for _, y in loader]) for _ in range(3)]
+    assert sorted(epochs[0].tolist()) == list(range(100))
+    assert not torch.equal(epochs[0], labels)  # shuffled, not the stored order
+    assert torch.equal(epochs[0], epochs[1]) and torch.equal(epochs[0], epochs[2])
+
+
 def test_loader_drop_last_and_images_follow_labels():
     images = torch.arange(70, dtype=torch.float32).view(70, 1, 1, 1).expand(70, 3, 4, 4).contiguous()
     loader = DeviceLoader(images, torch.arange(70), 32, shuffle=True, drop_last=True)

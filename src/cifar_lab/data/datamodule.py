@@ -81,13 +81,15 @@ class CIFARDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DeviceLoader:
         images, labels = self._on_device("train")
         # Lightning's overfit_batches only unshuffles loaders with a sampler: without this,
-        # debug=overfit would see 3 new batches every epoch instead of the same 3
+        # debug=overfit would see 3 new batches every epoch instead of the same 3 (shuffled
+        # once: in stored order they would all be one class)
         overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
         return DeviceLoader(
             images,
             labels,
             self.batch_size,
-            shuffle=not overfitting,
+            shuffle=True,
+            reshuffle=not overfitting,
             drop_last=self.drop_last,
             augment_spec=self.augment_spec,
             seed=self.seed,

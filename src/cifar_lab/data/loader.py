@@ -94,6 +94,7 @@ class DeviceLoader:
         batch_size: int,
         *,
         shuffle: bool = False,
+        reshuffle: bool = True,
         drop_last: bool = False,
         augment_spec: AugmentSpec | None = None,
         seed: int = 0,
@@ -109,6 +110,9 @@ class DeviceLoader:
         self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
+        # False: one shuffled order, the same every epoch (overfitting a few batches that still
+        # mix the classes: the sources store images sorted by class)
+        self.reshuffle = reshuffle
         self.drop_last = drop_last
         self.augment_spec = augment_spec or AugmentSpec()
         self.seed = seed
@@ -163,6 +167,8 @@ class DeviceLoader:
         n = len(self.images)
         if not self.shuffle and self.world_size == 1:
             return None
+        if self.shuffle and not self.reshuffle:
+            generator = self._generator(-2)  # a stream of its own, epoch-independent
         order = (
             torch.randperm(n, generator=generator, device=self.images.device)
             if self.shuffle
