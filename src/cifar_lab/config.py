@@ -175,7 +175,7 @@ def _training_epochs(cfg: DictConfig) -> float | None:
 
 
 def validate_data_config(cfg: DictConfig) -> None:
-    """The data group's checks alone (eval and predict compose data without a training setup)."""
+    """The data group's checks alone (eval composes data without a training setup)."""
     _positive_int(cfg, "data.batch_size")
     _positive_int(cfg, "data.eval_batch_size")
     val_size = _get(cfg, "data.val_size")
@@ -191,8 +191,8 @@ def validate_data_config(cfg: DictConfig) -> None:
             value is None or (isinstance(value, ListConfig) and len(value) == 3 and all(_is_number(v) for v in value)),
             f"{key}={_plain(value)!r} must be 3 numbers, one per RGB channel (e.g. [0.5,0.5,0.5]), or null for the training split's",
         )
-    std = _get(cfg, "data.std", None)
-    _require(std is None or all(v > 0 for v in std), f"data.std={_plain(std)!r} must be > 0 in every channel")
+        if key == "data.std" and value is not None:
+            _require(all(v > 0 for v in value), f"data.std={_plain(value)!r} must be > 0 in every channel")
     # crop and crop_epochs default to 0 for configs saved before progressive size existed
     crop_epochs = _get(cfg, "data.crop_epochs", 0)
     stages = crop_stages(_get(cfg, "data.crop", 0), crop_epochs)
@@ -255,13 +255,17 @@ def _validate_optimization(cfg: DictConfig) -> None:
         "scheduler has no _target_: pick scheduler=onecycle, cosine or none",
     )
     if scheduler:
-        for key, low, high in (
-            ("warmup_fraction", 0.0, 1.0), ("initial_factor", 0.0, None), ("final_factor", 0.0, None)
-        ):
-            value = scheduler.get(key, 0.0)
-            ok = _is_number(value) and value >= low and (high is None or value < high)
-            span = f"in [{low:g}, {high:g})" if high is not None else f">= {low:g}"
-            _require(ok, f"scheduler.{key}={value!r} must be a number {span}")
+        check_schedule(*(scheduler.get(key, 0.0) for key in ("warmup_fraction", "initial_factor", "final_factor")))
+
+
+def check_schedule(warmup_fraction: Any, initial_factor: Any, final_factor: Any) -> None:
+    """The warm-up schedules' shape (torch-free: the config check and cifar_lab.optim share it)."""
+    for key, value, high in (
+        ("warmup_fraction", warmup_fraction, 1.0), ("initial_factor", initial_factor, None), ("final_factor", final_factor, None)
+    ):
+        ok = _is_number(value) and value >= 0 and (high is None or value < high)
+        span = f"in [0, {high:g})" if high is not None else ">= 0"
+        _require(ok, f"scheduler.{key}={value!r} must be a number {span}")
 
 
 def _validate_trainer(cfg: DictConfig) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from cifar_lab.config import check_schedule
 from cifar_lab.errors import ConfigError
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -100,11 +101,7 @@ def decoupled_to_torch(lr: float, momentum: float, weight_decay: float, batch_si
 def _check(total_steps: int, warmup_fraction: float, initial_factor: float, final_factor: float) -> None:
     if total_steps <= 0:
         raise ConfigError(f"the schedule needs a positive number of steps, got {total_steps}")
-    if not 0.0 <= warmup_fraction < 1.0:
-        raise ConfigError(f"scheduler.warmup_fraction={warmup_fraction} must be in [0, 1)")
-    for name, value in (("initial_factor", initial_factor), ("final_factor", final_factor)):
-        if value < 0:
-            raise ConfigError(f"scheduler.{name}={value} must be >= 0")
+    check_schedule(warmup_fraction, initial_factor, final_factor)
 
 
 def _warmup_then(decay, total_steps: int, warmup_fraction: float, initial_factor: float):

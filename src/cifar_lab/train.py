@@ -60,10 +60,8 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _fractional_epochs(cfg: DictConfig, datamodule) -> dict[str, int]:
-    """Trainer limits for ``epochs`` (may be fractional, e.g. airbench's 9.9)."""
+    """Trainer limits for ``epochs`` (may be fractional, e.g. airbench's 9.9; validate_config checked it)."""
     epochs = cfg.epochs
-    if not isinstance(epochs, (int, float)) or isinstance(epochs, bool) or epochs <= 0:
-        raise ConfigError(f"epochs={epochs!r} must be a positive number (or null to use trainer.max_epochs)")
     world_size = global_batch(1, cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1))
     per_rank = datamodule.num_train // world_size
     steps_per_epoch = per_rank // datamodule.batch_size if datamodule.drop_last else -(-per_rank // datamodule.batch_size)
