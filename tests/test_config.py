@@ -72,6 +72,7 @@ def test_experiment_seed_is_the_seed_documents_setup(make_cfg):
         ("data.std=[0.5,0.5]", "data.std=[0.5, 0.5] must be 3 numbers, one per RGB channel"),
         ("data.std=[0.2,0,0.2]", "data.std=[0.2, 0, 0.2] must be > 0 in every channel"),
         ("module.norm_lr_scale=abc", "module.norm_lr_scale='abc' must be a number > 0"),
+        ("module.whitening_eps=0", "module.whitening_eps=0 must be a number > 0"),
         ("module.whiten_bias_epochs=-1", "module.whiten_bias_epochs=-1 must be a whole number >= 0, or null"),
         ("scheduler.warmup_fraction=1.5", "scheduler.warmup_fraction=1.5 must be a number in [0, 1)"),
         ("scheduler.final_factor=-0.1", "scheduler.final_factor=-0.1 must be a number >= 0"),

@@ -224,6 +224,26 @@ def test_whitening_bias_gradient_stops_on_one_device(monkeypatch, world_size, st
     assert module.net.whiten.bias.grad is None
 
 
+@pytest.mark.parametrize(("eps", "low", "high"), [(5e-4, 0.9, 1.1), (10.0, 0.0, 0.5)])
+def test_whitening_eps_reaches_the_init(monkeypatch, eps, low, high):
+    """module.whitening_eps is the eps of the whitening init: the whitened patches keep unit
+    variance at airbench's 5e-4, and are damped when eps is far above the patch variances."""
+    from types import SimpleNamespace
+
+    from cifar_lab.models import FastNet
+    from cifar_lab.module import ImageClassifier
+
+    images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whitening_eps=eps)
+    datamodule = SimpleNamespace(train_images=lambda n, device: images[:n])
+    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: SimpleNamespace(datamodule=datamodule)))
+    module._init_whitening()
+    with torch.no_grad():
+        features = module.net.whiten(images)[:, :12]
+    variance = features.square().mean(dim=(0, 2, 3))
+    assert low < variance.mean() < high
+
+
 def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatch):
     """The GPU warm-up (forced here on the CPU) runs real train and TTA passes, then restores
     everything training depends on."""

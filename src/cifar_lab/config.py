@@ -242,6 +242,11 @@ def _validate_optimization(cfg: DictConfig) -> None:
         _require(level is None or level in TTA_LEVELS, f"module.{key}={level!r} is not one of {TTA_LEVELS}{allowed}")
     scale = _get(cfg, "module.norm_lr_scale", 1.0)
     _require(_is_number(scale) and scale > 0, f"module.norm_lr_scale={scale!r} must be a number > 0 (1: the same lr as the rest)")
+    whitening_eps = _get(cfg, "module.whitening_eps", 5e-4)
+    _require(
+        _is_number(whitening_eps) and whitening_eps > 0,
+        f"module.whitening_eps={whitening_eps!r} must be a number > 0 (airbench: 5e-4)",
+    )
     bias_epochs = _get(cfg, "module.whiten_bias_epochs", None)
     _require(
         bias_epochs is None or (_is_int(bias_epochs) and bias_epochs >= 0),

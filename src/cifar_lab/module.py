@@ -46,6 +46,7 @@ class ImageClassifier(pl.LightningModule):
         compile: bool = False,
         device_warmup: bool = True,
         whitening_init: bool = True,
+        whitening_eps: float = 5e-4,
         whiten_bias_epochs: int | None = None,
         norm_lr_scale: float = 1.0,
         tta_level: int = 0,
@@ -190,7 +191,7 @@ class ImageClassifier(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if layer is None or datamodule is None:
             return
-        init_whitening(layer, datamodule.train_images(5000, device=self.device))
+        init_whitening(layer, datamodule.train_images(5000, device=self.device), eps=self.hparams.whitening_eps)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
