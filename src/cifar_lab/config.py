@@ -273,6 +273,31 @@ def check_schedule(warmup_fraction: Any, initial_factor: Any, final_factor: Any)
         _require(ok, f"scheduler.{key}={value!r} must be a number {span}")
 
 
+def check_freeze(modules: Any, from_epoch: Any) -> None:
+    """callbacks.freeze's values (shared with cifar_lab.recipes.freezing, which works without Hydra)."""
+    names = _plain(modules)
+    _require(
+        isinstance(names, list) and len(names) > 0 and all(isinstance(m, str) and m for m in names),
+        f"callbacks.freeze.modules={names!r} must be a list of submodule names of the net, e.g. [whiten, layers.0]",
+    )
+    _require(_is_int(from_epoch) and from_epoch >= 0, f"callbacks.freeze.from_epoch={from_epoch!r} must be a whole number >= 0")
+
+
+def _validate_freeze(cfg: DictConfig) -> None:
+    freeze = _get(cfg, "callbacks.freeze", None)
+    if not freeze:
+        return
+    from_epoch = freeze.get("from_epoch")
+    check_freeze(freeze.get("modules"), from_epoch)
+    epochs = _training_epochs(cfg)
+    if epochs is not None:
+        _require(
+            from_epoch < math.ceil(epochs),
+            f"callbacks.freeze.from_epoch={from_epoch} is not before the end of the {epochs} training epochs, "
+            "so nothing would freeze: lower it, or set callbacks.freeze=null",
+        )
+
+
 def _validate_trainer(cfg: DictConfig) -> None:
     max_epochs = _get(cfg, "trainer.max_epochs", None)
     max_steps = _get(cfg, "trainer.max_steps", -1)
@@ -302,3 +327,4 @@ def validate_config(cfg: DictConfig) -> None:
     validate_data_config(cfg)
     _validate_optimization(cfg)
     _validate_trainer(cfg)
+    _validate_freeze(cfg)

@@ -1,0 +1,85 @@
+"""Stop training a net's first layers for the last epochs (FreezeOut, Brock et al. 2017).
+
+Late in a short run, with the learning rate decayed, the first layers barely move, yet on a CPU
+their backward pass is the dearest per multiply-add: few channels at full resolution, memory-bound.
+Freezing them (``requires_grad`` off) lets autograd skip their weight gradients and the input
+gradient of the layer after them: experiment=cpu90's net steps ~20% faster with its first conv
+group frozen, time the recipe spends on more epochs. Works with any model whose submodules have
+names (``net.whiten``, ``net.layers.0``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+from torch import nn
+
+from cifar_lab.config import check_freeze
+from cifar_lab.errors import ConfigError
+
+
+class FreezeLayers(pl.Callback):
+    """From epoch ``from_epoch`` on, the parameters of ``modules`` (names inside the module's
+    ``net``) stop training. BatchNorm layers among them keep their batch statistics and running
+    averages up to date, as before.
+
+    One device: ``requires_grad`` goes off, so backward skips them. Under DDP, which forbids that
+    mid-run, their gradients are dropped before each optimizer step instead: the same updates,
+    without the saving.
+    """
+
+    def __init__(self, modules: Sequence[str], from_epoch: int) -> None:
+        check_freeze(modules, from_epoch)
+        self.modules = list(modules)
+        self.from_epoch = from_epoch
+        self._params: list[nn.Parameter] = []
+
+    def _net(self, pl_module: pl.LightningModule) -> nn.Module:
+        return getattr(pl_module, "net", pl_module)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        net = self._net(pl_module)
+        names = dict(net.named_modules())
+        missing = [m for m in self.modules if m not in names]
+        if missing:
+            top = ", ".join(name for name, _ in net.named_children())
+            raise ConfigError(
+                f"callbacks.freeze.modules names {', '.join(missing)}, which the net does not have; "
+                f"its top-level submodules are: {top}"
+            )
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and max_epochs >= 0 and self.from_epoch >= max_epochs:
+            raise ConfigError(
+                f"callbacks.freeze.from_epoch={self.from_epoch} is not before the end of the {max_epochs} training "
+                f"epochs, so nothing would freeze: lower it, or set callbacks.freeze=null"
+            )
+        # each parameter once, and only those that train at all
+        seen: dict[int, nn.Parameter] = {}
+        for name in self.modules:
+            for p in names[name].parameters():
+                if p.requires_grad:
+                    seen.setdefault(id(p), p)
+        self._params = list(seen.values())
+
+    def frozen(self, trainer: pl.Trainer) -> bool:
+        return trainer.current_epoch >= self.from_epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.frozen(trainer) and trainer.world_size == 1:
+            for p in self._params:
+                p.requires_grad_(False)
+                p.grad = None
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if self.frozen(trainer) and trainer.world_size > 1:
+            for p in self._params:
+                p.grad = None  # the optimizer skips parameters without a gradient
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the trained net leaves as it came: every parameter trainable again (a later fit or
+        # fine-tune in the same process must not inherit the freeze)
+        for p in self._params:
+            p.requires_grad_(True)
