@@ -103,6 +103,22 @@ def test_crop_epochs_that_leave_no_full_size_epoch_are_refused(make_cfg, overrid
     validate_config(make_cfg("data=cifar10", "data.crop=[28,32]", "data.crop_epochs=[9,4]", "epochs=13", fast=False))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+callbacks.freeze.modules=layers.0", "+callbacks.freeze.from_epoch=1"], "callbacks.freeze.modules='layers.0' must be a list"),
+        (["+callbacks.freeze.modules=[layers.0]", "+callbacks.freeze.from_epoch=-1"], "callbacks.freeze.from_epoch=-1 must be a whole number >= 0"),
+        (["+callbacks.freeze.modules=[layers.0]", "+callbacks.freeze.from_epoch=13", "epochs=12.5"], "from_epoch=13 is not before the end of the 12.5 training epochs"),
+    ],
+)
+def test_bad_freeze_settings_fail_before_any_work(make_cfg, overrides, message):
+    freeze = "+callbacks.freeze._target_=cifar_lab.recipes.freezing.FreezeLayers"
+    with pytest.raises(ConfigError) as err:
+        validate_config(make_cfg("data=cifar10", freeze, *overrides, fast=False))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    validate_config(make_cfg("data=cifar10", freeze, "+callbacks.freeze.modules=[layers.0]", "+callbacks.freeze.from_epoch=12", "epochs=12.5", fast=False))
+
+
 def test_synthetic_val_size_is_checked_against_its_size(make_cfg):
     cfg = make_cfg("data.val_size=1000")  # synthetic: 10 classes x 100
     with pytest.raises(ConfigError, match="training split has 1000 images"):
