@@ -35,11 +35,11 @@ def test_one_device_stops_the_gradients_of_the_named_layers_from_their_epoch():
     assert len(frozen) == 5 and fixed
     for epoch in range(2):  # before from_epoch: everything that trained still trains
         trainer.current_epoch = epoch
-        callback.on_train_epoch_start(trainer, module)
+        callback.on_train_batch_start(trainer, module, None, 0)
         _backward(net)
         assert all(p.grad is not None for p in frozen)
     trainer.current_epoch = 2
-    callback.on_train_epoch_start(trainer, module)
+    callback.on_train_batch_start(trainer, module, None, 0)
     _backward(net)
     assert all(p.grad is None and not p.requires_grad for p in frozen)
     assert all(p.grad is not None for p in net.layers[1].parameters() if p.requires_grad)
@@ -51,7 +51,7 @@ def test_one_device_stops_the_gradients_of_the_named_layers_from_their_epoch():
 def test_ddp_keeps_requires_grad_and_drops_the_gradients_before_each_step():
     callback, trainer, module = _setup(world_size=2)
     trainer.current_epoch = 3
-    callback.on_train_epoch_start(trainer, module)
+    callback.on_train_batch_start(trainer, module, None, 0)
     _backward(module.net)
     frozen = [p for p in module.net.layers[0].parameters() if p.requires_grad]
     assert frozen and all(p.grad is not None for p in frozen)  # DDP's hooks expect them

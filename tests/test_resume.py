@@ -34,6 +34,10 @@ RUN = [
     "model=fast",
     "model.widths=[8,16,16]",
     "module.whiten_bias_epochs=1",
+    # the first conv group stops training after epoch 0: resumes inside that phase must re-freeze
+    "+callbacks.freeze._target_=cifar_lab.recipes.freezing.FreezeLayers",
+    "+callbacks.freeze.modules=[layers.0]",
+    "+callbacks.freeze.from_epoch=1",
     "trainer=cpu",
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
@@ -154,7 +158,7 @@ def test_sigint_saves_a_checkpoint_of_the_running_step_then_resume_finishes(tmp_
         return original(self, *args)
 
     monkeypatch.setattr(module_mod.ImageClassifier, "training_step", ctrl_c_in_step_4)
-    overrides = [*RUN, "logger=csv", "trainer.max_epochs=1", "checkpoint_every_n_steps=null"]
+    overrides = [*RUN, "logger=csv", "trainer.max_epochs=1", "checkpoint_every_n_steps=null", "callbacks.freeze=null"]
     with pytest.raises(Preempted) as stop:
         train(compose_config(overrides, tmp_path))
     assert stop.value.signum == signal.SIGINT and "resume=latest" in stop.value.message

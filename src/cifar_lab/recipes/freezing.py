@@ -34,6 +34,7 @@ class FreezeLayers(pl.Callback):
         self.modules = list(modules)
         self.from_epoch = from_epoch
         self._params: list[nn.Parameter] = []
+        self._applied = False  # requires_grad is off (one device)
 
     def _net(self, pl_module: pl.LightningModule) -> nn.Module:
         return getattr(pl_module, "net", pl_module)
@@ -63,15 +64,19 @@ class FreezeLayers(pl.Callback):
                 if p.requires_grad:
                     seen.setdefault(id(p), p)
         self._params = list(seen.values())
+        self._applied = False
 
     def frozen(self, trainer: pl.Trainer) -> bool:
         return trainer.current_epoch >= self.from_epoch
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.frozen(trainer) and trainer.world_size == 1:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        # checked every step, not at epoch start: Lightning skips on_train_epoch_start when it
+        # resumes from a checkpoint written mid-epoch
+        if self.frozen(trainer) and trainer.world_size == 1 and not self._applied:
             for p in self._params:
                 p.requires_grad_(False)
                 p.grad = None
+            self._applied = True
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if self.frozen(trainer) and trainer.world_size > 1:
@@ -83,3 +88,4 @@ class FreezeLayers(pl.Callback):
         # fine-tune in the same process must not inherit the freeze)
         for p in self._params:
             p.requires_grad_(True)
+        self._applied = False
