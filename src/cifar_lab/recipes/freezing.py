@@ -4,8 +4,9 @@ Late in a short run, with the learning rate decayed, the first layers barely mov
 their backward pass is the dearest per multiply-add: few channels at full resolution, memory-bound.
 Freezing them (``requires_grad`` off) lets autograd skip their weight gradients and the input
 gradient of the layer after them: experiment=cpu90's net trains 1.1-1.3x more images/s on 2
-cores with its first conv group frozen, and ~2x with the second one too (benchmarks/cpu_throughput.py). Works with any model whose submodules have
-names (``net.whiten``, ``net.layers.0``, ...).
+cores with its first conv group frozen, and ~2x with the second one too
+(benchmarks/cpu_throughput.py). Works with any model whose submodules have names
+(``net.whiten``, ``net.layers.0``, ...).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from cifar_lab.errors import ConfigError
 class FreezeLayers(pl.Callback):
     """From epoch ``from_epoch`` on, the parameters of ``modules`` (names inside the module's
     ``net``) stop training. BatchNorm layers among them keep their batch statistics and running
-    averages up to date, as before.
+    averages up to date, as before. Weight averaging (``callbacks.lookahead``) still averages
+    them: a frozen layer moves once, to its average, at the next pull, then stays.
 
     One device: ``requires_grad`` goes off, so backward skips them. Under DDP, which forbids that
     mid-run, their gradients are dropped before each optimizer step instead: the same updates,
