@@ -211,13 +211,13 @@ def test_whitening_bias_gradient_stops_on_one_device(monkeypatch, world_size, st
     monkeypatch.setattr(ImageClassifier, "current_epoch", property(lambda self: self._epoch))
     monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: SimpleNamespace(world_size=world_size)))
     module._epoch = 0
-    module.on_train_epoch_start()
+    module.on_train_batch_start(None, 0)
     assert module.net.whiten.bias.requires_grad
     module(torch.randn(4, 3, 32, 32)).sum().backward()
     assert module.net.whiten.bias.grad is not None
     module.zero_grad(set_to_none=True)
     module._epoch = 1
-    module.on_train_epoch_start()
+    module.on_train_batch_start(None, 0)
     assert module.net.whiten.bias.requires_grad is not stops_gradient
     module(torch.randn(4, 3, 32, 32)).sum().backward()
     module.on_before_optimizer_step(None)

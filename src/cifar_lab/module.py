@@ -123,8 +123,11 @@ class ImageClassifier(pl.LightningModule):
         # checkpoint written at an epoch's last step, which carries that epoch's state)
         self.train_loss.reset()
         self.train_acc.reset()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # per step, not per epoch: Lightning skips on_train_epoch_start on a mid-epoch resume
         bias = self._frozen_whitening_bias()
-        if bias is not None and self.trainer.world_size == 1:
+        if bias is not None and bias.requires_grad and self.trainer.world_size == 1:
             # one device: stop the gradient itself, so backward skips the first conv's input
             # gradient at full resolution (~5% of a CPU step); DDP keeps it (see below)
             bias.requires_grad_(False)
