@@ -283,19 +283,22 @@ def check_freeze(modules: Any, from_epoch: Any) -> None:
     _require(_is_int(from_epoch) and from_epoch >= 0, f"callbacks.freeze.from_epoch={from_epoch!r} must be a whole number >= 0")
 
 
-def _validate_freeze(cfg: DictConfig) -> None:
-    freeze = _get(cfg, "callbacks.freeze", None)
-    if not freeze:
-        return
-    from_epoch = freeze.get("from_epoch")
-    check_freeze(freeze.get("modules"), from_epoch)
-    epochs = _training_epochs(cfg)
+def check_freeze_fits(from_epoch: int, epochs: float | None) -> None:
+    """A freeze must start before the run ends (``epochs`` may be fractional; None: unknown)."""
     if epochs is not None:
         _require(
             from_epoch < math.ceil(epochs),
             f"callbacks.freeze.from_epoch={from_epoch} is not before the end of the {epochs} training epochs, "
             "so nothing would freeze: lower it, or set callbacks.freeze=null",
         )
+
+
+def _validate_freeze(cfg: DictConfig) -> None:
+    freeze = _get(cfg, "callbacks.freeze", None)
+    if not freeze:
+        return
+    check_freeze(freeze.get("modules"), freeze.get("from_epoch"))
+    check_freeze_fits(freeze.get("from_epoch"), _training_epochs(cfg))
 
 
 def _validate_trainer(cfg: DictConfig) -> None:

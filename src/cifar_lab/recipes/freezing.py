@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import lightning.pytorch as pl
 from torch import nn
 
-from cifar_lab.config import check_freeze
+from cifar_lab.config import check_freeze, check_freeze_fits
 from cifar_lab.errors import ConfigError
 
 
@@ -54,11 +54,7 @@ class FreezeLayers(pl.Callback):
                 f"its top-level submodules are: {top}"
             )
         max_epochs = trainer.max_epochs
-        if max_epochs is not None and max_epochs >= 0 and self.from_epoch >= max_epochs:
-            raise ConfigError(
-                f"callbacks.freeze.from_epoch={self.from_epoch} is not before the end of the {max_epochs} training "
-                f"epochs, so nothing would freeze: lower it, or set callbacks.freeze=null"
-            )
+        check_freeze_fits(self.from_epoch, max_epochs if max_epochs is not None and max_epochs >= 0 else None)
         # each parameter once, and only those that train at all
         seen: dict[int, nn.Parameter] = {}
         for name in self.modules:
