@@ -3,12 +3,14 @@
     python benchmarks/cpu_throughput.py                       # the candidates cpu90 was chosen from
     python benchmarks/cpu_throughput.py --widths 32,192,192 --batch 256 --fp32
     python benchmarks/cpu_throughput.py --widths 32,192,192 --size 28,32 --frozen-groups 0,1,2
+    python benchmarks/cpu_throughput.py --widths 32,192,192 --size 28,32 --compile  # eager vs compiled
 
 One train step = forward + backward + Nesterov SGD step on random data, at the given batch, in
 channels_last with bf16 autocast (as trainer=cpu picks where the CPU has native bf16). The
 whitening filters are fixed, as in training; ``--frozen-groups K`` also freezes the whitening bias
-and the first K conv groups (callbacks.freeze: backward skips them). Prints a Markdown table of
-images/s (median of timed steps after warm-up steps). Throughput only: accuracy at a time budget
+and the first K conv groups (callbacks.freeze: backward skips them); ``--compile`` adds rows with
+the net under torch.compile (module.compile), and the seconds its first step took (compilation).
+Prints a Markdown table of images/s (median of timed steps after warm-up steps). Throughput only: accuracy at a time budget
 needs real runs (benchmarks/speed.py).
 """
 
@@ -30,10 +32,13 @@ CANDIDATES = [
 
 
 def images_per_s(
-    widths: tuple[int, ...], batch: int, bf16: bool, steps: int, warmup: int, size: int = 32, frozen_groups: int = 0
-) -> float:
+    widths: tuple[int, ...], batch: int, bf16: bool, steps: int, warmup: int, size: int = 32, frozen_groups: int = 0,
+    compiled: bool = False,
+) -> tuple[float, float]:
+    """Images/s of the timed steps, and the seconds the first step took."""
     torch.manual_seed(0)
     net = FastNet(num_classes=10, widths=list(widths)).to(memory_format=torch.channels_last)
+    forward = torch.compile(net) if compiled else net
     if frozen_groups:
         for p in [net.whiten.bias, *net.layers[:frozen_groups].parameters()]:
             p.requires_grad_(False)
@@ -45,13 +50,12 @@ def images_per_s(
     for i in range(warmup + steps):
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = nn.functional.cross_entropy(net(images), labels)
+            loss = nn.functional.cross_entropy(forward(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times[warmup:]), times[0]
 
 
 def main() -> None:
@@ -61,6 +65,7 @@ def main() -> None:
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     parser.add_argument("--size", default="32", help="image sides, e.g. 28,32 (progressive size trains at both)")
     parser.add_argument("--frozen-groups", default="0", help="conv groups frozen, e.g. 0,1,2 (callbacks.freeze)")
+    parser.add_argument("--compile", action="store_true", help="also time the net under torch.compile")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
@@ -70,12 +75,15 @@ def main() -> None:
     frozen = [int(v) for v in args.frozen_groups.split(",")]
     if any(k not in (0, 1, 2, 3) for k in frozen):
         parser.error(f"--frozen-groups {args.frozen_groups}: each value must be 0..3 (FastNet has 3 conv groups)")
-    print("| widths | batch | size | frozen groups | images/s |\n|---|---|---|---|---|")
+    modes = (False, True) if args.compile else (False,)
+    print("| widths | batch | size | frozen groups | compiled | images/s | first step (s) |\n|---|---|---|---|---|---|---|")
     for widths, batch in shapes:
         for size in sizes:
             for k in frozen:
-                rate = images_per_s(widths, batch, not args.fp32, args.steps, args.warmup, size, k)
-                print(f"| {'/'.join(map(str, widths))} | {batch} | {size} | {k} | {rate:.0f} |", flush=True)
+                for compiled in modes:
+                    rate, first = images_per_s(widths, batch, not args.fp32, args.steps, args.warmup, size, k, compiled)
+                    print(f"| {'/'.join(map(str, widths))} | {batch} | {size} | {k} | {'yes' if compiled else 'no'} "
+                          f"| {rate:.0f} | {first:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
