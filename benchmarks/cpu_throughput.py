@@ -10,8 +10,8 @@ channels_last with bf16 autocast (as trainer=cpu picks where the CPU has native 
 whitening filters are fixed, as in training; ``--frozen-groups K`` also freezes the whitening bias
 and the first K conv groups (callbacks.freeze: backward skips them); ``--compile`` adds rows with
 the net under torch.compile (module.compile), and the seconds its first step took (compilation).
-Prints a Markdown table of images/s (median of timed steps after warm-up steps). Throughput only: accuracy at a time budget
-needs real runs (benchmarks/speed.py).
+Prints a Markdown table of images/s (median of timed steps after warm-up steps). Throughput
+only: accuracy at a time budget needs real runs (benchmarks/speed.py).
 """
 
 from __future__ import annotations
