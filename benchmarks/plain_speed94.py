@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cifar_lab.data.loader import AugmentSpec, DeviceLoader, normalize
+from cifar_lab.data.split import stratified_sample
 from cifar_lab.models import FastNet
 from cifar_lab.optim import apply_lr_scales, decoupled_sgd, param_groups, warmup_linear_decay
 from cifar_lab.recipes.tta import tta_logits
@@ -26,7 +27,10 @@ def _sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def run_plain_speed94(arrays, epochs: float = 9.9, device: str = "cpu", seed: int = 0, bf16: bool = True) -> dict[str, float]:
+def run_plain_speed94(
+    arrays, epochs: float = 9.9, device: str = "cpu", seed: int = 0, bf16: bool = True,
+    widths: tuple[int, int, int] = (64, 256, 256), batch_size: int = 1024,
+) -> dict[str, float]:
     torch.manual_seed(seed)
     torch.backends.cudnn.benchmark = True  # as trainer=gpu does for the Lightning run
     dev = torch.device(device)
@@ -39,12 +43,12 @@ def run_plain_speed94(arrays, epochs: float = 9.9, device: str = "cpu", seed: in
     test_y = torch.from_numpy(arrays.test_labels).long().to(dev)
 
     loader = DeviceLoader(
-        train_x, train_y, 1024, shuffle=True, drop_last=True, seed=seed,
+        train_x, train_y, batch_size, shuffle=True, drop_last=True, seed=seed,
         augment_spec=AugmentSpec(flip="alternating", translate=2),
     )
     total_steps = math.ceil(epochs * len(loader))
-    net = FastNet(num_classes=arrays.num_classes).to(dev).to(memory_format=torch.channels_last)
-    optimizer = decoupled_sgd(param_groups(net, False, 64.0), lr=11.5, momentum=0.85, weight_decay=0.0153, batch_size=1024)
+    net = FastNet(num_classes=arrays.num_classes, widths=list(widths)).to(dev).to(memory_format=torch.channels_last)
+    optimizer = decoupled_sgd(param_groups(net, False, 64.0), lr=11.5, momentum=0.85, weight_decay=0.0153, batch_size=batch_size)
     apply_lr_scales(optimizer)
     scheduler = warmup_linear_decay(optimizer, total_steps, warmup_fraction=0.23, initial_factor=0.2, final_factor=0.07)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.2)
@@ -55,7 +59,8 @@ def run_plain_speed94(arrays, epochs: float = 9.9, device: str = "cpu", seed: in
             return net(x.contiguous(memory_format=torch.channels_last))
 
     start = _sync(dev)
-    init_whitening(net.whiten, train_x[:5000])
+    # 5000 images from every class alike, as experiment=speed94 draws them (the folder source stores classes in order)
+    init_whitening(net.whiten, train_x[torch.from_numpy(stratified_sample(arrays.train_labels, 5000, seed))])
     average = {k: v.detach().clone() for k, v in net.state_dict().items() if v.is_floating_point()}
 
     def pull(decay: float) -> None:

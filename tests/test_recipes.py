@@ -235,7 +235,7 @@ def test_whitening_eps_reaches_the_init(monkeypatch, eps, low, high):
 
     images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whitening_eps=eps)
-    datamodule = SimpleNamespace(train_images=lambda n, device: images[:n])
+    datamodule = SimpleNamespace(train_sample=lambda n, device: images[:n])
     monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: SimpleNamespace(datamodule=datamodule)))
     module._init_whitening()
     with torch.no_grad():
@@ -254,7 +254,7 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
     from cifar_lab.module import ImageClassifier
 
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, tta_level=2)
-    datamodule = SimpleNamespace(batch_size=16, eval_batch_size=8, train_images=lambda n, device: torch.zeros(n, 3, 32, 32))
+    datamodule = SimpleNamespace(batch_size=16, eval_batch_size=8, train_sample=lambda n, device: torch.zeros(n, 3, 32, 32))
     trainer = SimpleNamespace(datamodule=datamodule, world_size=1, precision_plugin=SimpleNamespace(forward_context=nullcontext))
     monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: trainer))
     calls = []

@@ -169,3 +169,58 @@ def test_real_data_one_short_epoch_beats_chance_clearly(make_cfg, tmp_path):
     summary = train(cfg)
     assert summary["steps"] == 20
     assert summary["test/acc"] > 0.3, summary  # chance is 0.1 on the 10000 official test images
+
+
+def test_train_time_leaves_out_validation_and_checkpoint_writes(make_cfg, monkeypatch):
+    """train_time_s is init + training steps + the test pass in every configuration: slow
+    per-epoch validation and slow checkpoint writes show up in their own fields instead."""
+    import time
+
+    import cifar_lab.checkpoint_io as checkpoint_io
+    from cifar_lab.module import ImageClassifier
+
+    pause = 0.6
+    validate, write = ImageClassifier.on_validation_epoch_start, checkpoint_io.atomic_write_bytes
+    fit_validations, saves = [], []
+
+    def slow_validation(self):
+        if not self.trainer.sanity_checking:
+            fit_validations.append(1)
+            time.sleep(pause)
+        validate(self)
+
+    def slow_write(*args, **kwargs):
+        saves.append(1)
+        time.sleep(pause)
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(ImageClassifier, "on_validation_epoch_start", slow_validation)
+    monkeypatch.setattr(checkpoint_io, "atomic_write_bytes", slow_write)
+    cfg = make_cfg("model=seed_cnn", "trainer.max_epochs=2", "checkpoint_every_n_steps=5")
+    started = time.perf_counter()
+    summary = train(cfg)
+    wall = time.perf_counter() - started
+    assert len(fit_validations) == 2 and len(saves) >= 4  # step saves, best and last per epoch
+    assert summary["val_time_s"] >= pause * len(fit_validations)
+    # every save happened inside fit, several during validation (ModelCheckpoint): each counts once
+    assert summary["checkpoint_time_s"] >= pause * len(saves)
+    assert summary["train_time_s"] + summary["val_time_s"] + summary["checkpoint_time_s"] <= wall
+    assert summary["train_time_s"] == pytest.approx(summary["fit_time_s"] + summary["test_time_s"], abs=2e-3)
+
+
+def test_lean_recipe_prints_one_line_per_epoch_and_no_unactionable_warnings(tmp_path):
+    """speed94 has no progress bar: each epoch prints one line (epoch, loss, accuracy, images/s,
+    elapsed, time left), and nothing a user can neither act on nor understand."""
+    result = subprocess.run(
+        [sys.executable, "train.py", "experiment=speed94", "data=synthetic", "trainer=cpu", "data.batch_size=50",
+         "model.widths=[8,16,16]", "epochs=2.5", "logger=none", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = result.stdout + result.stderr
+    lines = [line for line in console.splitlines() if "cifar_lab.callbacks" in line and " epoch " in line]
+    assert [line.split(" epoch ")[1].split()[0] for line in lines] == ["1/2.5", "2/2.5", "3/2.5"]
+    assert all("train/loss" in line and "train/acc" in line and "img/s" in line and "elapsed" in line for line in lines)
+    assert all("left ~" in line for line in lines[:-1]) and "left ~" not in lines[-1]
+    assert "LeafSpec" not in console and "logging interval" not in console
+    assert (tmp_path / "train.log").read_text().count(" epoch ") == 3  # in the run's log file too

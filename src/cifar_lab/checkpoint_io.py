@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from cifar_lab.errors import CheckpointError
 from cifar_lab.io import atomic_write_bytes
+from cifar_lab.timing import DeviceClock
 
 RUN_MARKER = "<run>"
 _RUN_DIR_KEY = "cifar_lab_run_dir"  # the run folder, relative to the checkpoint's folder
@@ -121,10 +123,12 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint reader/writer for cifar_lab runs (pass as ``Trainer(plugins=[...])``).
 
     ``run_dir``: the run's output folder, whose absolute path is kept out of the files.
+    ``clock``: the training clock; writes are taken out of it and counted as "checkpoint".
     """
 
-    def __init__(self, run_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, run_dir: str | os.PathLike | None = None, clock: DeviceClock | None = None) -> None:
         self.run_dir = Path(run_dir).resolve() if run_dir is not None else None
+        self.clock = clock
         self._preloaded: tuple[Path, dict[str, Any]] | None = None
 
     def preload(self, path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
@@ -137,9 +141,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
         target = Path(path).resolve()
         if self.run_dir is not None:
             checkpoint = _relative_paths(checkpoint, self.run_dir, target)
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(target, buffer.getvalue())
+        with self.clock.excluding("checkpoint") if self.clock is not None else nullcontext():
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            atomic_write_bytes(target, buffer.getvalue())
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         # weights_only is forced on whatever the caller asks: a checkpoint never runs code here

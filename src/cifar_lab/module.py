@@ -167,7 +167,7 @@ class ImageClassifier(pl.LightningModule):
             return
         started = time.perf_counter()
         state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        shape = datamodule.train_images(1, device=self.device).shape[1:]
+        shape = datamodule.train_sample(1, device=self.device).shape[1:]
         generator = torch.Generator(device=self.device).manual_seed(0)
 
         def batch(size: int) -> torch.Tensor:
@@ -194,7 +194,8 @@ class ImageClassifier(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if layer is None or datamodule is None:
             return
-        init_whitening(layer, datamodule.train_images(5000, device=self.device), eps=self.hparams.whitening_eps)
+        # airbench's 5000 images, from every class alike
+        init_whitening(layer, datamodule.train_sample(5000, device=self.device), eps=self.hparams.whitening_eps)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -204,20 +205,20 @@ class ImageClassifier(pl.LightningModule):
         # update(), not forward(): no per-batch compute, the epoch value is computed once
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits.detach(), labels)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         trainer = self.trainer
+        epoch_ends = batch_idx + 1 >= trainer.num_training_batches or trainer.global_step >= self._total_steps
+        if epoch_ends:
+            # once per epoch, not per step: each self.log call costs ~0.3 ms of host work (it
+            # moves the metric to the device again), 2x what the rest of a speed94 step's
+            # Lightning overhead costs (benchmarks/step_overhead.py); the values are epoch means
+            self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         # the epoch's and the run's last step too: under DDP the shared check must happen inside
         # the batch loop, since at epoch end rank 0's progress bar runs metric syncs the others do not
-        if (
-            self.device.type == "cpu"
-            or trainer.global_step % _FINITE_CHECK_EVERY == 0
-            or batch_idx + 1 >= trainer.num_training_batches
-            or trainer.global_step >= self._total_steps
-        ):
+        if self.device.type == "cpu" or trainer.global_step % _FINITE_CHECK_EVERY == 0 or epoch_ends:
             self.check_finite(all_ranks=True)
 
     def on_train_epoch_end(self) -> None:
@@ -277,6 +278,13 @@ class ImageClassifier(pl.LightningModule):
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/auroc", auroc, on_step=False, on_epoch=True)
         return logits
+
+    def on_validation_start(self) -> None:
+        self.clock.pause("validation")  # per-epoch validation is not training time (no-op outside fit)
+
+    def on_validation_end(self) -> None:
+        # after the callbacks' on_validation_end, where ModelCheckpoint writes (checkpoint time)
+        self.clock.resume()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)

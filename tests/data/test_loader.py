@@ -50,14 +50,24 @@ def test_translate_zero_is_identity():
     assert augment.translate(images, 0, torch.Generator()) is images
 
 
-def test_cutout_zeroes_one_square_per_image():
-    images = torch.ones(50, 3, 16, 16)
+def test_cutout_zeroes_one_whole_square_inside_every_image_as_airbench96():
+    images = torch.ones(400, 3, 16, 16)
     out = augment.cutout(images, 4, torch.Generator().manual_seed(0))
     zeroed = (out == 0).all(dim=1)  # (N, H, W): all channels zeroed together
-    counts = zeroed.flatten(1).sum(1)
-    assert (counts > 0).all() and (counts <= 16).all()
-    assert (counts == 16).any()  # squares fully inside the image are 4x4
+    assert (zeroed.flatten(1).sum(1) == 16).all()  # never clipped at the border
+    rows, cols = zeroed.any(2), zeroed.any(1)  # (N, H), (N, W): the square's rows and columns
+    assert (rows.sum(1) == 4).all() and (cols.sum(1) == 4).all()
+    tops = rows.float().argmax(1)
+    assert set(tops.tolist()) == set(range(16 - 4 + 1))  # every inside position is drawn
     assert torch.equal(out[~(out == 0)], images[~(out == 0)])
+
+
+def test_cutout_larger_than_the_training_crop_fails_at_setup():
+    AugmentSpec(cutout=28, crop=28, crop_epochs=1).crop_sizes(32)  # fits the 28-px crop
+    with pytest.raises(ConfigError, match=r"data.cutout=29 is larger than the 28px training images"):
+        AugmentSpec(cutout=29, crop=28, crop_epochs=1).crop_sizes(32)
+    with pytest.raises(ConfigError, match=r"data.cutout=33 is larger than the 32px"):
+        AugmentSpec(cutout=33).crop_sizes(32)
 
 
 def test_normalize_gives_nchw_standardized_floats():

@@ -60,18 +60,21 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero a ``size`` x ``size`` square (clipped at the border) in every image.
+    """Zero a ``size`` x ``size`` square lying fully inside every image (airbench96's cutout;
+    ``size`` at most the image side, which AugmentSpec checks at setup).
 
-    Zero is the mean after normalization, so the square carries no signal.
+    The square's top-left corner is uniform over the positions that keep it inside, so every
+    image loses exactly ``size**2`` pixels; a centre drawn anywhere with the square clipped at
+    the border masks ~18% less on average at 12 px of 32. Zero is the mean after
+    normalization, so the square carries no signal.
     """
     if size <= 0:
         return images
     n, _, h, w = images.shape
     gen_device = generator.device
-    cy = torch.randint(0, h, (n, 1, 1), generator=generator, device=gen_device).to(images.device)
-    cx = torch.randint(0, w, (n, 1, 1), generator=generator, device=gen_device).to(images.device)
+    top = torch.randint(0, h - size + 1, (n, 1, 1), generator=generator, device=gen_device).to(images.device)
+    left = torch.randint(0, w - size + 1, (n, 1, 1), generator=generator, device=gen_device).to(images.device)
     ys = torch.arange(h, device=images.device).view(1, h, 1)
     xs = torch.arange(w, device=images.device).view(1, 1, w)
-    half = size // 2
-    inside = (ys >= cy - half) & (ys < cy - half + size) & (xs >= cx - half) & (xs < cx - half + size)
+    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
     return images.masked_fill(inside.unsqueeze(1), 0.0)

@@ -10,7 +10,7 @@ import torch
 
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.loader import AugmentSpec, DeviceLoader, normalize
-from cifar_lab.data.split import stratified_split
+from cifar_lab.data.split import stratified_sample, stratified_split
 from cifar_lab.errors import ConfigError
 
 
@@ -123,10 +123,15 @@ class CIFARDataModule(pl.LightningDataModule):
         self._require_setup()
         return len(self._splits["train"][1])
 
-    def train_images(self, count: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        """The first ``count`` normalized, unaugmented training images (for data-driven init)."""
+    def train_sample(self, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """``count`` normalized, unaugmented training images for a data-driven init.
+
+        Class-balanced and seeded by ``data.seed`` whatever the source's stored order: the
+        folder source stores one class after another, where "the first 5000" are airplanes.
+        """
         self._require_setup()
-        images = self._splits["train"][0][:count]
+        images, labels = self._splits["train"]
+        images = images[stratified_sample(labels, count, self.seed)]
         return normalize(torch.from_numpy(images).to(device), self.mean.to(device), self.std.to(device))
 
     # -- internals -------------------------------------------------------------------

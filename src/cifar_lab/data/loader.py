@@ -50,10 +50,18 @@ class AugmentSpec:
                 raise ConfigError(
                     f"data.crop={size} is larger than the {image_size}px images: pick a crop below {image_size}, or 0"
                 )
+        smallest = min(self._cropped_sizes(image_size), default=image_size)
+        if self.cutout > smallest:  # the square lies fully inside the (cropped) training image
+            raise ConfigError(
+                f"data.cutout={self.cutout} is larger than the {smallest}px training images: use at most {smallest}"
+            )
 
     def crop_sizes(self, image_size: int) -> list[int]:
         """Every crop side some epoch trains on, smallest first (empty: always full size)."""
         self._check_fits(image_size)
+        return self._cropped_sizes(image_size)
+
+    def _cropped_sizes(self, image_size: int) -> list[int]:
         return sorted({size for size, epochs in self.stages if epochs > 0 and 0 < size < image_size})
 
     def crop_size(self, epoch: int, image_size: int) -> int | None:

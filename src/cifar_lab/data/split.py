@@ -21,17 +21,28 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
         )
     if val_size == 0:
         return np.arange(n), np.arange(0)
-    classes, counts = np.unique(labels, return_counts=True)
-    exact = counts * (val_size / n)
-    quota = np.floor(exact).astype(np.int64)
-    short = val_size - int(quota.sum())
-    quota[np.argsort(-(exact - quota), kind="stable")[:short]] += 1
-    rng = np.random.default_rng(seed)
-    val_parts = []
-    for cls, k in zip(classes, quota):
-        members = np.flatnonzero(labels == cls)
-        val_parts.append(rng.permutation(members)[:k])
-    val_idx = np.sort(np.concatenate(val_parts))
+    val_idx = stratified_sample(labels, val_size, seed)
     train_mask = np.ones(n, dtype=bool)
     train_mask[val_idx] = False
     return np.flatnonzero(train_mask), val_idx
+
+
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` sorted indices with each class at its share of ``labels``, seeded.
+
+    Whatever order the source stores images in (the folder source stores them class by
+    class, so "the first N" would be one class): largest-remainder quotas make the total
+    exact, and the pick inside a class is a seeded permutation. ``count`` >= len(labels)
+    takes every index.
+    """
+    n = len(labels)
+    if count >= n:
+        return np.arange(n)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * (count / n)
+    quota = np.floor(exact).astype(np.int64)
+    short = count - int(quota.sum())
+    quota[np.argsort(-(exact - quota), kind="stable")[:short]] += 1
+    rng = np.random.default_rng(seed)
+    parts = [rng.permutation(np.flatnonzero(labels == cls))[:k] for cls, k in zip(classes, quota)]
+    return np.sort(np.concatenate(parts))
