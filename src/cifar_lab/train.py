@@ -267,7 +267,8 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     from cifar_lab.errors import NonFiniteLossError
     from cifar_lab.io import write_json_atomic
     from cifar_lab.module import ImageClassifier
-    from cifar_lab.resume import Preempted, ResumeCheckpoint
+    from cifar_lab.resume import Preempted
+    from cifar_lab.resume_checkpoint import ResumeCheckpoint
     from cifar_lab.timing import DeviceClock
 
     output_dir = Path(cfg.paths.output_dir)
