@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 HEAVY = {"torch", "lightning", "pytorch_lightning"}
+LOOKAHEAD = "+callbacks.lookahead._target_=cifar_lab.recipes.lookahead.Lookahead"  # as experiment=speed94 adds it
 
 
 def _run(script: str, *args: str, cwd: Path, importtime: bool = False) -> subprocess.CompletedProcess:
@@ -43,3 +44,57 @@ def test_config_errors_answer_before_torch_or_lightning_is_imported(tmp_path, ov
     }
     assert "cifar_lab" in imported  # -X importtime did report
     assert not imported & HEAVY, f"imported before the config check: {sorted(imported & HEAVY)}"
+
+
+def test_a_value_a_data_source_rejects_is_one_line_naming_it(tmp_path):
+    """Not the val_size check's arithmetic on a negative size ("has -10 images; use at most -11")."""
+    result = _run("train.py", "data=synthetic", "data.source.train_per_class=-1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert _error_lines(result) == ["error: data.source.train_per_class=-1 must be a positive integer"]
+    assert "Traceback" not in result.stderr and "InstantiationException" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=folder", "data.source.on_size_mismatch=crop"], "data.source.on_size_mismatch='crop' must be one of: resize, error"),
+        ([LOOKAHEAD, "+callbacks.lookahead.every=0"],
+         "callbacks.lookahead: every=0 must be a positive integer (steps between pulls)"),
+        ([LOOKAHEAD, "+callbacks.lookahead.decay=1.5"], "callbacks.lookahead: decay=1.5 must be a number in [0, 1)"),
+        (["+callbacks.test_predictions.colour=red"], "callbacks.test_predictions: TestPredictions.__init__() got an unexpected keyword argument 'colour'"),
+        (["trainer.accelerator=nonsense"], "trainer: You selected an invalid accelerator name: `accelerator='nonsense'`."),
+        (["callbacks.model_checkpoint._target_=cifar_lab.nope.Checkpoint"], "callbacks.model_checkpoint: Error locating target 'cifar_lab.nope.Checkpoint'"),
+    ],
+)
+def test_a_value_a_constructor_rejects_is_one_config_error_naming_its_key(make_cfg, tmp_path, overrides, message):
+    """Hydra's multi-line InstantiationException becomes the project's one line, keyed by the config path."""
+    from cifar_lab.errors import CifarLabError
+    from cifar_lab.train import train
+
+    extra = [f"data.path={tmp_path}"] if "data=folder" in overrides else []
+    cfg = make_cfg(*overrides, *extra)
+    with pytest.raises(CifarLabError) as err:
+        train(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not list(tmp_path.glob("**/*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=-1", "seed=-1 must be a whole number from 0 to 4294967295 (what numpy and Lightning accept)"),
+        ("seed=4294967296", "seed=4294967296 must be a whole number from 0 to 4294967295"),
+        ("data.seed=-2", "data.seed=-2 must be a whole number from 0 to 4294967295"),
+        ("trainer.devices=0", "trainer.devices=0 must be a positive number of devices, a list of device ids (e.g. [0,1]), or auto"),
+        ("trainer.devices=[]", "trainer.devices=[] must be a positive number of devices"),
+        ("trainer.num_nodes=0", "trainer.num_nodes=0 must be a positive integer"),
+    ],
+)
+def test_seeds_and_device_counts_are_checked_before_any_work(make_cfg, override, message):
+    from cifar_lab.config import validate_config
+    from cifar_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(make_cfg(override))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    validate_config(make_cfg("seed=4294967295", "trainer.devices=auto"))  # the bounds themselves are fine

@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifar_lab.config import validate_data_config  # also registers the cifar_lab.* resolvers
+from cifar_lab.config import instantiate_at, validate_data_config  # also registers the cifar_lab.* resolvers
 from cifar_lab.errors import CifarLabError, ConfigError
 from cifar_lab.train import config_dir
 
@@ -46,13 +46,6 @@ def per_class_accuracy(matrix: Any, classes: list[str]) -> dict[str, float | Non
     }
 
 
-def _loggers(cfg: DictConfig) -> list[Any]:
-    from hydra.utils import instantiate
-
-    node = cfg.get("logger")
-    return [instantiate(entry) for entry in node.values() if entry is not None and "_target_" in entry] if node else []
-
-
 def _ckpt_path(cfg: DictConfig) -> Path:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path is required: python eval.py ckpt_path=PATH/TO/checkpoint.ckpt")
@@ -69,13 +62,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     import lightning.pytorch as pl
     import torch
-    from hydra.utils import instantiate
 
     from cifar_lab.callbacks import TestPredictions, confusion_matrix
     from cifar_lab.figures import confusion_figure, png_bytes
     from cifar_lab.io import atomic_write_bytes, write_json_atomic
     from cifar_lab.module import ImageClassifier
-    from cifar_lab.train import _route_library_logs_through_hydra, build_datamodule
+    from cifar_lab.train import _instantiate_dict, _route_library_logs_through_hydra, build_datamodule
 
     _route_library_logs_through_hydra()
     output_dir = Path(cfg.paths.output_dir)
@@ -110,8 +102,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model_config=loaded.raw["cifar_lab"]["model_config"],
     )
     predictions = TestPredictions(num_misclassified=int(cfg.num_misclassified))
-    loggers = _loggers(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=[predictions], logger=loggers or False,
+    loggers = _instantiate_dict(cfg.get("logger"), "logger")
+    trainer = instantiate_at("trainer", cfg.trainer, callbacks=[predictions], logger=loggers or False,
                           enable_checkpointing=False, enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}

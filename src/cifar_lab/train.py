@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.config import global_batch, validate_config
+from cifar_lab.config import global_batch, instantiate_at, validate_config
 from cifar_lab.errors import CifarLabError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,11 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+def _instantiate_dict(cfg: DictConfig | None, group: str) -> list[Any]:
     """Instantiate every entry of a group like callbacks/logger (entries may be null)."""
-    from hydra.utils import instantiate
-
     if not cfg:
         return []
-    return [instantiate(entry) for entry in cfg.values() if entry is not None and "_target_" in entry]
+    return [instantiate_at(f"{group}.{name}", entry) for name, entry in cfg.items() if entry is not None and "_target_" in entry]
 
 
 def _resolved_dict(cfg: DictConfig, key: str) -> dict[str, Any]:
@@ -48,11 +46,9 @@ def _resolved_dict(cfg: DictConfig, key: str) -> dict[str, Any]:
 
 def build_datamodule(cfg: DictConfig):
     """The DataModule of cfg.data (``data.path`` is only a command-line shorthand)."""
-    from hydra.utils import instantiate
-
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("path", None)
-    return instantiate(data_cfg)
+    return instantiate_at("data", data_cfg)
 
 
 def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -311,10 +307,10 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
         for entry in logger_cfg.values():
             if entry and str(entry.get("_target_", "")).endswith("TensorBoardLogger"):
                 entry["purge_step"] = int(checkpoint.get("global_step", 0))
-    loggers = _instantiate_dict(OmegaConf.create(logger_cfg))
+    loggers = _instantiate_dict(OmegaConf.create(logger_cfg), "logger")
     if not loggers:
         callbacks_cfg.pop("learning_rate_monitor", None)  # it needs a logger to write to
-    callbacks = _instantiate_dict(OmegaConf.create(callbacks_cfg))
+    callbacks = _instantiate_dict(OmegaConf.create(callbacks_cfg), "callbacks")
     callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", cfg.get("checkpoint_every_n_steps"), preemption))
     extra: dict[str, Any] = {} if validating else {"limit_val_batches": 0}
     if cfg.get("epochs") is not None:
@@ -324,7 +320,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
         checkpoint_io.preload(ckpt_path, checkpoint)
         del checkpoint
     route_ddp_children_through_job_config()  # DDP ranks: the job's own config and folder
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra)
+    trainer = instantiate_at("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra)
     # SIGTERM is ours (Preemption): Lightning's handler would stop without a consistent checkpoint
     trainer._signal_connector.register_signal_handlers = lambda: None
 
