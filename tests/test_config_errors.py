@@ -98,3 +98,97 @@ def test_seeds_and_device_counts_are_checked_before_any_work(make_cfg, override,
         validate_config(make_cfg(override))
     assert message in str(err.value) and "\n" not in str(err.value)
     validate_config(make_cfg("seed=4294967295", "trainer.devices=auto"))  # the bounds themselves are fine
+
+
+# -- point 5: a typed value is never ignored silently ----------------------------------------------
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["experiment=speed94", "trainer.max_epochs=1"],
+         "trainer.max_epochs=1 would be ignored: epochs=9.9 sets the training length; use epochs=1 instead"),
+        (["experiment=speed94", "trainer.max_steps=50"],
+         "trainer.max_steps=50 would be ignored: epochs=9.9 sets the training length; add epochs=null to stop at trainer.max_steps"),
+        (["data.val_size=0", "+trainer.limit_val_batches=0.5"],
+         "trainer.limit_val_batches=0.5 would be ignored: data.val_size=0 turns validation off; set data.val_size=N (> 0) to validate"),
+        (["data.val_size=0", "callbacks.model_checkpoint.monitor=val/loss"],
+         "callbacks.model_checkpoint.monitor='val/loss' would be ignored: data.val_size=0 turns validation off"),
+        (["data.val_size=0", "callbacks.model_checkpoint.save_top_k=3"],
+         "callbacks.model_checkpoint.save_top_k=3 would be ignored: data.val_size=0 turns validation off"),
+    ],
+)
+def test_a_typed_value_the_run_would_replace_stops_with_what_to_type(make_cfg, overrides, message):
+    from cifar_lab.config import validate_config
+    from cifar_lab.errors import ConfigError
+
+    cfg = make_cfg("data=cifar10", *overrides, fast=False)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=speed94", "epochs=1"],  # the fix the message names
+        ["experiment=speed94", "epochs=null", "trainer.max_steps=50"],
+        ["experiment=speed94"],  # the recipe's own trainer.max_epochs was not typed
+        ["data.val_size=0", "callbacks.model_checkpoint.monitor=null", "+trainer.limit_val_batches=0"],
+        ["trainer.max_epochs=3", "trainer.max_steps=50"],  # no epochs: both are Lightning's own limits
+    ],
+)
+def test_typed_values_the_run_uses_pass(make_cfg, overrides):
+    from cifar_lab.config import validate_config
+
+    validate_config(make_cfg("data=cifar10", *overrides, fast=False))
+
+
+def test_the_cli_says_what_to_type_instead_of_training_the_recipes_length(tmp_path):
+    result = _run("train.py", "experiment=speed94", "data=synthetic", "trainer.max_epochs=1", cwd=tmp_path, importtime=True)
+    assert result.returncode == 2
+    assert _error_lines(result) == [
+        "error: trainer.max_epochs=1 would be ignored: epochs=9.9 sets the training length; use epochs=1 instead"
+    ]
+
+
+# -- point 9: eval refuses a checkpoint trained on other classes -------------------------------------
+def _image_folder(root: Path, classes: list[str]) -> Path:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (len(name) * 20, 0, 0)).save(root / split / name / "0.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("folder", "does not fit this data: its class names ['class_0', 'class_1', 'class_2', 'class_3']... differ from "
+                   "this data's ['airplane', 'automobile', 'bird', 'cat']...; score it on the data it was trained on"),
+        ("synthetic", "does not fit this data: it was trained on 10 classes, this data has 5"),
+    ],
+)
+def test_eval_refuses_a_checkpoint_trained_on_other_classes(small_multirun, tmp_path, data, message):
+    from cifar_lab.errors import CheckpointError
+    from cifar_lab.eval import evaluate
+    from tests.conftest import compose_config
+
+    ckpt = next(small_multirun.glob("*/checkpoints/last.ckpt"))  # data=synthetic: class_0 .. class_9
+    cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    extra = (["data=folder", f"data.path={_image_folder(tmp_path / 'images', cifar)}"] if data == "folder"
+             else ["data=synthetic", "data.source.num_classes=5"])
+    cfg = compose_config([f"ckpt_path={ckpt}", *extra, "trainer=cpu", "logger=csv"], tmp_path / "run", config_name="eval")
+    with pytest.raises(CheckpointError) as err:
+        evaluate(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_eval_refuses_typed_data_settings_it_takes_from_the_checkpoint(tmp_path):
+    result = _run("eval.py", "ckpt_path=missing.ckpt", "data=synthetic", "data.mean=[0.5,0.5,0.5]", cwd=tmp_path)
+    assert result.returncode == 2
+    assert _error_lines(result) == [
+        "error: data.mean=[0.5, 0.5, 0.5] would be ignored: eval normalizes with the mean and std the checkpoint "
+        "was trained with; drop data.mean"
+    ]

@@ -398,6 +398,44 @@ def _validate_trainer(cfg: DictConfig) -> None:
         _require(Path(str(ckpt_path)).is_file(), f"ckpt_path={ckpt_path!r} is not a file: give the path of a .ckpt to resume from")
 
 
+def typed_keys() -> set[str]:
+    """The keys typed on this command line (Hydra's task overrides, without +/++/~); none outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {override.lstrip("+~").split("=", 1)[0] for override in HydraConfig.get().overrides.task}
+
+
+def ignored_value(key: str, value: Any, reason: str, fix: str) -> ConfigError:
+    """The one line for a typed value that the task would replace: why, and what to type instead."""
+    return ConfigError(f"{key}={_plain(value)!r} would be ignored: {reason}; {fix}")
+
+
+def _validate_typed(cfg: DictConfig, typed: set[str]) -> None:
+    """A typed value that train() replaces (training length, validation settings) stops the run."""
+    epochs = _get(cfg, "epochs", None)
+    if epochs is not None:
+        reason = f"epochs={epochs} sets the training length"
+        for key, fix in (
+            ("trainer.max_epochs", "use epochs={value} instead"),
+            ("trainer.max_steps", "add epochs=null to stop at trainer.max_steps"),
+        ):
+            value = _get(cfg, key, None)
+            if key in typed and value not in (None, -1):
+                raise ignored_value(key, value, reason, fix.format(value=value))
+    if _get(cfg, "data.val_size") == 0:
+        reason = "data.val_size=0 turns validation off"
+        for key, unforced in (
+            ("trainer.limit_val_batches", 0),
+            ("callbacks.model_checkpoint.monitor", None),
+            ("callbacks.model_checkpoint.save_top_k", 0),
+        ):
+            value = _get(cfg, key, None)
+            if key in typed and value != unforced and value is not None:
+                raise ignored_value(key, value, reason, "set data.val_size=N (> 0) to validate")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError on the first invalid value of the composed training config."""
     for group in ("data", "model", "optimizer", "trainer"):
@@ -406,3 +444,4 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_optimization(cfg)
     _validate_trainer(cfg)
     _validate_freeze(cfg)
+    _validate_typed(cfg, typed_keys())

@@ -16,11 +16,18 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifar_lab.config import instantiate_at, validate_data_config  # also registers the cifar_lab.* resolvers
-from cifar_lab.errors import CifarLabError, ConfigError
+from cifar_lab.config import ignored_value, instantiate_at, typed_keys, validate_data_config  # also registers the cifar_lab.* resolvers
+from cifar_lab.errors import CheckpointError, CifarLabError, ConfigError
 from cifar_lab.train import config_dir
 
 log = logging.getLogger(__name__)
+
+# data settings eval replaces (below, with open_dict): typed ones would be ignored
+_FROM_THE_CHECKPOINT = {
+    "data.mean": "eval normalizes with the mean and std the checkpoint was trained with",
+    "data.std": "eval normalizes with the mean and std the checkpoint was trained with",
+    "data.val_size": "eval scores the whole test split and no validation split",
+}
 
 
 def expected_calibration_error(probs: Any, labels: Any, bins: int = 15) -> float:
@@ -56,6 +63,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test one checkpoint; write metrics.json and confusion_matrix.png; return the metrics."""
     ckpt_path = _ckpt_path(cfg)
     validate_data_config(cfg)  # a missing data.path is one line, before the checkpoint is read
+    typed = typed_keys()
+    for key, reason in _FROM_THE_CHECKPOINT.items():
+        if key in typed:
+            raise ignored_value(key, OmegaConf.select(cfg, key), reason, f"drop {key}")
     from cifar_lab.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ckpt_path)
@@ -67,7 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from cifar_lab.figures import confusion_figure, png_bytes
     from cifar_lab.io import atomic_write_bytes, write_json_atomic
     from cifar_lab.module import ImageClassifier
-    from cifar_lab.train import _instantiate_dict, _route_library_logs_through_hydra, build_datamodule
+    from cifar_lab.train import _instantiate_dict, _route_library_logs_through_hydra, build_datamodule, class_mismatch
 
     _route_library_logs_through_hydra()
     output_dir = Path(cfg.paths.output_dir)
@@ -79,12 +90,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    if datamodule.num_classes != len(loaded.classes):
-        raise CifarLabError(
-            f"the checkpoint knows {len(loaded.classes)} classes but the data has {datamodule.num_classes}"
+    mismatch = class_mismatch(loaded.classes, list(datamodule.classes))
+    if mismatch:
+        raise CheckpointError(
+            f"checkpoint '{ckpt_path}' does not fit this data: {mismatch}; score it on the data it was trained on"
         )
-    if list(datamodule.classes) != loaded.classes:
-        log.warning("class names differ: checkpoint %s, data %s", loaded.classes, list(datamodule.classes))
 
     hparams = loaded.hparams
     tta_level = cfg.module.get("tta_level")

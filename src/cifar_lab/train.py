@@ -128,6 +128,18 @@ def _short_target(target: object) -> str:
     return str(target).rsplit(".", 1)[-1] if target else "?"
 
 
+def class_mismatch(theirs: list[str], ours: list[str]) -> str | None:
+    """How a checkpoint's classes differ from the data's (count, then names in order); None: they match.
+
+    Shared by resuming and eval: a net scored or trained on other classes gives wrong numbers silently."""
+    theirs, ours = [str(c) for c in theirs], [str(c) for c in ours]
+    if len(theirs) != len(ours):
+        return f"it was trained on {len(theirs)} classes, this data has {len(ours)}"
+    if theirs != ours:
+        return f"its class names {theirs[:4]}... differ from this data's {ours[:4]}..."
+    return None
+
+
 def _check_compatible(checkpoint: dict[str, Any], module, datamodule, path: Path) -> None:
     """One CheckpointError line when ``checkpoint`` was trained with another model or data."""
     from cifar_lab.errors import CheckpointError
@@ -139,10 +151,8 @@ def _check_compatible(checkpoint: dict[str, Any], module, datamodule, path: Path
     problems = []
     if theirs_model and ours_model and theirs_model != ours_model:
         problems.append(f"it holds a {_short_target(theirs_model)}, this run builds a {_short_target(ours_model)}")
-    if theirs_classes is not None and len(theirs_classes) != len(ours_classes):
-        problems.append(f"it was trained on {len(theirs_classes)} classes, this data has {len(ours_classes)}")
-    elif theirs_classes is not None and list(theirs_classes) != ours_classes:
-        problems.append(f"its class names {list(theirs_classes)[:4]}... differ from this data's {ours_classes[:4]}...")
+    if theirs_classes is not None and (mismatch := class_mismatch(theirs_classes, ours_classes)):
+        problems.append(mismatch)
     if not problems:
         theirs, ours = checkpoint["state_dict"], module.state_dict()
         missing = [k for k in ours if k not in theirs]
