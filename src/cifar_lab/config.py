@@ -24,10 +24,12 @@ FLIP_MODES = ("none", "random", "alternating")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
 TEST_CKPT = ("best", "last")
 # training-set sizes of sources whose size is known without reading them
-_KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int]] = {
+_KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int | None]] = {
     "cifar_lab.data.sources.TorchvisionCIFAR10": lambda src: 50_000,
-    "cifar_lab.data.sources.SyntheticSource": lambda src: int(src.num_classes) * int(src.train_per_class),
+    "cifar_lab.data.sources.SyntheticSource": lambda src: _positive_product(src.get("num_classes"), src.get("train_per_class")),
 }
+# what numpy's and Lightning's seeding accept
+MAX_SEED = 2**32 - 1
 
 _MISSING = object()
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -70,22 +72,84 @@ def global_batch(per_device: int, devices: Any = 1, num_nodes: Any = 1) -> int:
 
     ``devices`` may be a count, a list of device ids, or "auto"/-1 (every visible GPU, else 1).
     """
+    count = device_count(devices)
+    if count is None:
+        import torch
+
+        count = max(torch.cuda.device_count(), 1)
+    return int(per_device) * count * node_count(num_nodes)
+
+
+def device_count(devices: Any) -> int | None:
+    """The processes per node ``trainer.devices`` asks for; None: "auto"/-1 (every visible GPU, else 1).
+
+    A value that counts no device is one ConfigError here, before anything divides by it."""
     if isinstance(devices, str) and devices.lstrip("-").isdigit():
         devices = int(devices)
     if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
         count = len(devices)
-    elif devices in ("auto", -1):
-        import torch
-
-        count = max(torch.cuda.device_count(), 1)
+    elif devices in ("auto", -1) and not isinstance(devices, bool):
+        return None
     else:
-        count = int(devices)
-    return int(per_device) * count * int(num_nodes or 1)
+        count = devices if _is_int(devices) else 0
+    _require(
+        count > 0,
+        f"trainer.devices={_plain(devices)!r} must be a positive number of devices, a list of device ids (e.g. [0,1]), or auto",
+    )
+    return count
+
+
+def node_count(num_nodes: Any) -> int:
+    """``trainer.num_nodes`` (null: 1), refused in one line unless it is a positive integer."""
+    if num_nodes is None:
+        return 1
+    _require(_is_int(num_nodes) and num_nodes > 0, f"trainer.num_nodes={num_nodes!r} must be a positive integer")
+    return num_nodes
+
+
+def instantiate_at(key: str, node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)`` for the config at ``key`` (e.g. "data", "callbacks.lookahead").
+
+    Hydra wraps a constructor's error in a multi-line InstantiationException. A CifarLabError
+    in it (which names its key) is raised as it is; a value the constructor rejects
+    (ValueError, TypeError, Lightning's MisconfigurationException) or a _target_ that cannot
+    be imported becomes one ConfigError ``<key of the node built>: <the error's first line>``.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if OmegaConf.is_config(node):  # resolved in place, so Hydra's full_key is relative to ``key``
+        node = OmegaConf.to_container(node, resolve=True)
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        from cifar_lab.errors import CifarLabError
+
+        cause = exc.__cause__
+        if isinstance(cause, CifarLabError):
+            raise cause from None
+        lines = str(exc).splitlines()
+        inner = next((line[len("full_key: "):] for line in lines if line.startswith("full_key: ")), "")
+        where = f"{key}.{inner}" if inner else key
+        if isinstance(cause, (ValueError, TypeError)) or type(cause).__name__ == "MisconfigurationException":
+            message = " ".join(str(cause).split()) or type(cause).__name__
+        elif isinstance(cause, ImportError) or lines[0].startswith("Error locating target"):
+            message = lines[0].split(", set env var HYDRA_FULL_ERROR")[0]
+        else:
+            raise
+        raise ConfigError(f"{where}: {message}") from None
 
 
 for _name, _fn in (("cifar_lab.cpu_precision", cpu_precision), ("cifar_lab.global_batch", global_batch)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
+
+
+def _positive_product(*values: Any) -> int | None:
+    """The product of positive whole numbers; None when one is not (its constructor says which)."""
+    if not all(_is_int(v) and v > 0 for v in values):
+        return None
+    return math.prod(values)
 
 
 def _get(cfg: DictConfig, key: str, default: Any = _MISSING) -> Any:
@@ -174,8 +238,18 @@ def _training_epochs(cfg: DictConfig) -> float | None:
     return max_epochs if _is_int(max_epochs) and max_epochs > 0 else None
 
 
+def _check_seed(cfg: DictConfig, key: str) -> None:
+    seed = _get(cfg, key, None)
+    _require(
+        seed is None or (_is_int(seed) and 0 <= seed <= MAX_SEED),
+        f"{key}={seed!r} must be a whole number from 0 to {MAX_SEED} (what numpy and Lightning accept)",
+    )
+
+
 def validate_data_config(cfg: DictConfig) -> None:
-    """The data group's checks alone (eval composes data without a training setup)."""
+    """The data group's checks alone (eval composes data without a training setup), with the seeds."""
+    _check_seed(cfg, "seed")  # first: data.seed is ${seed} unless typed
+    _check_seed(cfg, "data.seed")
     _positive_int(cfg, "data.batch_size")
     _positive_int(cfg, "data.eval_batch_size")
     val_size = _get(cfg, "data.val_size")
@@ -217,10 +291,11 @@ def validate_data_config(cfg: DictConfig) -> None:
         _require(Path(str(path)).expanduser().exists(), f"data.path={path!r} does not exist: point it at a folder or archive of train/ and test/ images")
     if target in _KNOWN_TRAIN_SIZE:
         n_train = _KNOWN_TRAIN_SIZE[target](source)
-        _require(
-            val_size < n_train,
-            f"data.val_size={val_size} is too large: the training split has {n_train} images; use at most {n_train - 1}",
-        )
+        if n_train is not None:  # None: the source's own constructor refuses its size, naming the key
+            _require(
+                val_size < n_train,
+                f"data.val_size={val_size} is too large: the training split has {n_train} images; use at most {n_train - 1}",
+            )
 
 
 def _validate_optimization(cfg: DictConfig) -> None:
@@ -313,14 +388,52 @@ def _validate_trainer(cfg: DictConfig) -> None:
     _require(precision in PRECISIONS, f"trainer.precision={precision!r} is not one of: {', '.join(PRECISIONS)}")
     test_ckpt = _get(cfg, "test_ckpt", "best")
     _require(test_ckpt in TEST_CKPT, f"test_ckpt={test_ckpt!r} must be 'best' or 'last'")
-    seed = _get(cfg, "seed")
-    _require(_is_int(seed) and seed >= 0, f"seed={seed!r} must be a whole number >= 0")
+    device_count(_get(cfg, "trainer.devices", 1))
+    node_count(_get(cfg, "trainer.num_nodes", 1))
     threads = _get(cfg, "cpu_threads", None)
     _require(threads is None or (_is_int(threads) and threads > 0),
              f"cpu_threads={threads!r} must be a positive integer, or null for one per usable core")
     ckpt_path = _get(cfg, "ckpt_path", None)
     if ckpt_path is not None:
         _require(Path(str(ckpt_path)).is_file(), f"ckpt_path={ckpt_path!r} is not a file: give the path of a .ckpt to resume from")
+
+
+def typed_keys() -> set[str]:
+    """The keys typed on this command line (Hydra's task overrides, without +/++/~); none outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {override.lstrip("+~").split("=", 1)[0] for override in HydraConfig.get().overrides.task}
+
+
+def ignored_value(key: str, value: Any, reason: str, fix: str) -> ConfigError:
+    """The one line for a typed value that the task would replace: why, and what to type instead."""
+    return ConfigError(f"{key}={_plain(value)!r} would be ignored: {reason}; {fix}")
+
+
+def _validate_typed(cfg: DictConfig, typed: set[str]) -> None:
+    """A typed value that train() replaces (training length, validation settings) stops the run."""
+    epochs = _get(cfg, "epochs", None)
+    if epochs is not None:
+        reason = f"epochs={epochs} sets the training length"
+        for key, fix in (
+            ("trainer.max_epochs", "use epochs={value} instead"),
+            ("trainer.max_steps", "add epochs=null to stop at trainer.max_steps"),
+        ):
+            value = _get(cfg, key, None)
+            if key in typed and value not in (None, -1):
+                raise ignored_value(key, value, reason, fix.format(value=value))
+    if _get(cfg, "data.val_size") == 0:
+        reason = "data.val_size=0 turns validation off"
+        for key, unforced in (
+            ("trainer.limit_val_batches", 0),
+            ("callbacks.model_checkpoint.monitor", None),
+            ("callbacks.model_checkpoint.save_top_k", 0),
+        ):
+            value = _get(cfg, key, None)
+            if key in typed and value != unforced and value is not None:
+                raise ignored_value(key, value, reason, "set data.val_size=N (> 0) to validate")
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -331,3 +444,4 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_optimization(cfg)
     _validate_trainer(cfg)
     _validate_freeze(cfg)
+    _validate_typed(cfg, typed_keys())

@@ -16,11 +16,18 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifar_lab.config import validate_data_config  # also registers the cifar_lab.* resolvers
-from cifar_lab.errors import CifarLabError, ConfigError
+from cifar_lab.config import ignored_value, instantiate_at, typed_keys, validate_data_config  # also registers the cifar_lab.* resolvers
+from cifar_lab.errors import CheckpointError, CifarLabError, ConfigError
 from cifar_lab.train import config_dir
 
 log = logging.getLogger(__name__)
+
+# data settings eval replaces (below, with open_dict): typed ones would be ignored
+_FROM_THE_CHECKPOINT = {
+    "data.mean": "eval normalizes with the mean and std the checkpoint was trained with",
+    "data.std": "eval normalizes with the mean and std the checkpoint was trained with",
+    "data.val_size": "eval scores the whole test split and no validation split",
+}
 
 
 def expected_calibration_error(probs: Any, labels: Any, bins: int = 15) -> float:
@@ -46,13 +53,6 @@ def per_class_accuracy(matrix: Any, classes: list[str]) -> dict[str, float | Non
     }
 
 
-def _loggers(cfg: DictConfig) -> list[Any]:
-    from hydra.utils import instantiate
-
-    node = cfg.get("logger")
-    return [instantiate(entry) for entry in node.values() if entry is not None and "_target_" in entry] if node else []
-
-
 def _ckpt_path(cfg: DictConfig) -> Path:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path is required: python eval.py ckpt_path=PATH/TO/checkpoint.ckpt")
@@ -63,19 +63,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test one checkpoint; write metrics.json and confusion_matrix.png; return the metrics."""
     ckpt_path = _ckpt_path(cfg)
     validate_data_config(cfg)  # a missing data.path is one line, before the checkpoint is read
+    typed = typed_keys()
+    for key, reason in _FROM_THE_CHECKPOINT.items():
+        if key in typed:
+            raise ignored_value(key, OmegaConf.select(cfg, key), reason, f"drop {key}")
     from cifar_lab.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ckpt_path)
 
     import lightning.pytorch as pl
     import torch
-    from hydra.utils import instantiate
 
     from cifar_lab.callbacks import TestPredictions, confusion_matrix
     from cifar_lab.figures import confusion_figure, png_bytes
     from cifar_lab.io import atomic_write_bytes, write_json_atomic
     from cifar_lab.module import ImageClassifier
-    from cifar_lab.train import _route_library_logs_through_hydra, build_datamodule
+    from cifar_lab.train import _instantiate_dict, _route_library_logs_through_hydra, build_datamodule, class_mismatch
 
     _route_library_logs_through_hydra()
     output_dir = Path(cfg.paths.output_dir)
@@ -87,12 +90,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    if datamodule.num_classes != len(loaded.classes):
-        raise CifarLabError(
-            f"the checkpoint knows {len(loaded.classes)} classes but the data has {datamodule.num_classes}"
+    mismatch = class_mismatch(loaded.classes, list(datamodule.classes))
+    if mismatch:
+        raise CheckpointError(
+            f"checkpoint '{ckpt_path}' does not fit this data: {mismatch}; score it on the data it was trained on"
         )
-    if list(datamodule.classes) != loaded.classes:
-        log.warning("class names differ: checkpoint %s, data %s", loaded.classes, list(datamodule.classes))
 
     hparams = loaded.hparams
     tta_level = cfg.module.get("tta_level")
@@ -110,8 +112,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model_config=loaded.raw["cifar_lab"]["model_config"],
     )
     predictions = TestPredictions(num_misclassified=int(cfg.num_misclassified))
-    loggers = _loggers(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=[predictions], logger=loggers or False,
+    loggers = _instantiate_dict(cfg.get("logger"), "logger")
+    trainer = instantiate_at("trainer", cfg.trainer, callbacks=[predictions], logger=loggers or False,
                           enable_checkpointing=False, enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}

@@ -18,7 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.config import global_batch, validate_config
+from cifar_lab.config import global_batch, instantiate_at, validate_config
 from cifar_lab.errors import CifarLabError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,11 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+def _instantiate_dict(cfg: DictConfig | None, group: str) -> list[Any]:
     """Instantiate every entry of a group like callbacks/logger (entries may be null)."""
-    from hydra.utils import instantiate
-
     if not cfg:
         return []
-    return [instantiate(entry) for entry in cfg.values() if entry is not None and "_target_" in entry]
+    return [instantiate_at(f"{group}.{name}", entry) for name, entry in cfg.items() if entry is not None and "_target_" in entry]
 
 
 def _resolved_dict(cfg: DictConfig, key: str) -> dict[str, Any]:
@@ -49,11 +47,9 @@ def _resolved_dict(cfg: DictConfig, key: str) -> dict[str, Any]:
 
 def build_datamodule(cfg: DictConfig):
     """The DataModule of cfg.data (``data.path`` is only a command-line shorthand)."""
-    from hydra.utils import instantiate
-
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("path", None)
-    return instantiate(data_cfg)
+    return instantiate_at("data", data_cfg)
 
 
 def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -133,6 +129,18 @@ def _short_target(target: object) -> str:
     return str(target).rsplit(".", 1)[-1] if target else "?"
 
 
+def class_mismatch(theirs: list[str], ours: list[str]) -> str | None:
+    """How a checkpoint's classes differ from the data's (count, then names in order); None: they match.
+
+    Shared by resuming and eval: a net scored or trained on other classes gives wrong numbers silently."""
+    theirs, ours = [str(c) for c in theirs], [str(c) for c in ours]
+    if len(theirs) != len(ours):
+        return f"it was trained on {len(theirs)} classes, this data has {len(ours)}"
+    if theirs != ours:
+        return f"its class names {theirs[:4]}... differ from this data's {ours[:4]}..."
+    return None
+
+
 def _check_compatible(checkpoint: dict[str, Any], module, datamodule, path: Path) -> None:
     """One CheckpointError line when ``checkpoint`` was trained with another model or data."""
     from cifar_lab.errors import CheckpointError
@@ -144,10 +152,8 @@ def _check_compatible(checkpoint: dict[str, Any], module, datamodule, path: Path
     problems = []
     if theirs_model and ours_model and theirs_model != ours_model:
         problems.append(f"it holds a {_short_target(theirs_model)}, this run builds a {_short_target(ours_model)}")
-    if theirs_classes is not None and len(theirs_classes) != len(ours_classes):
-        problems.append(f"it was trained on {len(theirs_classes)} classes, this data has {len(ours_classes)}")
-    elif theirs_classes is not None and list(theirs_classes) != ours_classes:
-        problems.append(f"its class names {list(theirs_classes)[:4]}... differ from this data's {ours_classes[:4]}...")
+    if theirs_classes is not None and (mismatch := class_mismatch(theirs_classes, ours_classes)):
+        problems.append(mismatch)
     if not problems:
         theirs, ours = checkpoint["state_dict"], module.state_dict()
         missing = [k for k in ours if k not in theirs]
@@ -272,7 +278,8 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     from cifar_lab.errors import NonFiniteLossError
     from cifar_lab.io import write_json_atomic
     from cifar_lab.module import ImageClassifier
-    from cifar_lab.resume import Preempted, ResumeCheckpoint
+    from cifar_lab.resume import Preempted
+    from cifar_lab.resume_checkpoint import ResumeCheckpoint
     from cifar_lab.timing import DeviceClock
 
     output_dir = Path(cfg.paths.output_dir)
@@ -315,10 +322,10 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
         for entry in logger_cfg.values():
             if entry and str(entry.get("_target_", "")).endswith("TensorBoardLogger"):
                 entry["purge_step"] = int(checkpoint.get("global_step", 0))
-    loggers = _instantiate_dict(OmegaConf.create(logger_cfg))
+    loggers = _instantiate_dict(OmegaConf.create(logger_cfg), "logger")
     if not loggers:
         callbacks_cfg.pop("learning_rate_monitor", None)  # it needs a logger to write to
-    callbacks = _instantiate_dict(OmegaConf.create(callbacks_cfg))
+    callbacks = _instantiate_dict(OmegaConf.create(callbacks_cfg), "callbacks")
     callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", cfg.get("checkpoint_every_n_steps"), preemption))
     extra: dict[str, Any] = {} if validating else {"limit_val_batches": 0}
     if cfg.get("epochs") is not None:
@@ -328,7 +335,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
         checkpoint_io.preload(ckpt_path, checkpoint)
         del checkpoint
     route_ddp_children_through_job_config()  # DDP ranks: the job's own config and folder
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra)
+    trainer = instantiate_at("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra)
     # SIGTERM is ours (Preemption): Lightning's handler would stop without a consistent checkpoint
     trainer._signal_connector.register_signal_handlers = lambda: None
 

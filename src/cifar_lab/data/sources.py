@@ -540,6 +540,8 @@ class SyntheticSource:
                 raise DataError(f"data.source.{name}={value!r} must be a positive integer")
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
             raise DataError(f"data.source.noise={noise!r} must be a number >= 0")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise DataError(f"data.source.seed={seed!r} must be a whole number >= 0")
         self.num_classes = num_classes
         self.train_per_class = train_per_class
         self.test_per_class = test_per_class

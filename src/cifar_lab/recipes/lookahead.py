@@ -9,6 +9,10 @@ import lightning.pytorch as pl
 import torch
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class Lookahead(pl.Callback):
     """Every ``every`` steps: ``avg = lerp(avg, w, 1 - a); w = avg`` with
     ``a = decay * (step / total_steps) ** warmup_power`` (so early steps barely average), and
@@ -16,8 +20,13 @@ class Lookahead(pl.Callback):
     """
 
     def __init__(self, every: int = 5, decay: float = 0.95**5, warmup_power: float = 3.0) -> None:
-        if every < 1 or not 0.0 <= decay < 1.0 or warmup_power < 0:
-            raise ValueError(f"Lookahead needs every >= 1, 0 <= decay < 1, warmup_power >= 0; got {every}, {decay}, {warmup_power}")
+        # ValueErrors naming the argument: train.py reports them as `callbacks.lookahead: <message>`
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every={every!r} must be a positive integer (steps between pulls)")
+        if not _is_number(decay) or not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay={decay!r} must be a number in [0, 1)")
+        if not _is_number(warmup_power) or warmup_power < 0:
+            raise ValueError(f"warmup_power={warmup_power!r} must be a number >= 0")
         self.every = every
         self.decay = decay
         self.warmup_power = warmup_power

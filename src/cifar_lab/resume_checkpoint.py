@@ -1,0 +1,87 @@
+"""ResumeCheckpoint: the Lightning callback that writes ``checkpoints/resume.ckpt``.
+
+Apart from cifar_lab.resume so that the signal handling and ``find_latest`` load without Lightning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Checkpoint
+
+from cifar_lab.resume import RESUME_FILE, Preempted, Preemption
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Writes ``checkpoints/resume.ckpt`` every ``every_n_steps`` training steps (None: never) and
+    when pre-empted, then stops training by raising :class:`Preempted`.
+
+    A ``Checkpoint`` subclass, so Lightning runs it after every other callback's batch-end hook
+    (e.g. Lookahead's weight averaging): the saved state is the state the next step starts from.
+
+    It also restores the training loader's position (``DeviceLoader.load_state_dict``) from the
+    loop state Lightning saved: Lightning itself only does so when the loader is built after
+    the checkpoint is read, which a per-step lr schedule (``estimated_stepping_batches``) defeats.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int | None, preemption: Preemption | None = None) -> None:
+        self.path = Path(dirpath) / RESUME_FILE
+        self.every_n_steps = every_n_steps
+        self.preemption = preemption
+        self._saved_step = -1
+        self._loader_states: list[dict[str, Any]] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # temp files of writes cut short by a kill (never read: only renamed files count)
+        if trainer.is_global_zero and self.path.parent.is_dir():
+            for stale in self.path.parent.glob(".*.ckpt.*.tmp"):
+                stale.unlink(missing_ok=True)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        self._loader_states = list((fit_loop.get("state_dict") or {}).get("combined_loader") or [])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        states, self._loader_states = self._loader_states, []
+        combined = trainer.fit_loop._combined_loader
+        if not states or combined is None:
+            return
+        loaders = [dl for dl in combined.flattened if hasattr(dl, "load_state_dict") and hasattr(dl, "state_dict")]
+        for loader, state in zip(loaders, states):
+            loader.load_state_dict(state)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step != self._saved_step or not self.path.is_file():
+            trainer.save_checkpoint(self.path)
+            self._saved_step = trainer.global_step
+
+    def _stop_if_preempted(self, trainer: pl.Trainer) -> None:
+        if self.preemption is not None and self.preemption.requested:
+            self._save(trainer)
+            raise Preempted(self.preemption.signum)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # the epoch's end (validation, epoch hooks) is still to come: ModelCheckpoint's
+            # last.ckpt, or the hooks below when pre-empted, save after it
+            return
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0:
+            self._save(trainer)
+        self._stop_if_preempted(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._stop_if_preempted(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_if_preempted(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def state_key(self) -> str:
+        return "cifar_lab.ResumeCheckpoint"
