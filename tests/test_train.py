@@ -224,3 +224,74 @@ def test_lean_recipe_prints_one_line_per_epoch_and_no_unactionable_warnings(tmp_
     assert all("left ~" in line for line in lines[:-1]) and "left ~" not in lines[-1]
     assert "LeafSpec" not in console and "logging interval" not in console
     assert (tmp_path / "train.log").read_text().count(" epoch ") == 3  # in the run's log file too
+
+
+def test_module_setattr_fast_path_stores_values_as_nn_module_would():
+    """ImageClassifier.__setattr__ skips nn.Module's checks only for a plain value replacing a
+    plain attribute; parameters, buffers, submodules and new names take nn.Module's path."""
+    from cifar_lab.models import FastNet
+    from cifar_lab.module import ImageClassifier
+
+    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10)
+    module._current_fx_name = "training_step"
+    assert module._current_fx_name == "training_step" and "_current_fx_name" in module.__dict__
+    module.scale = nn.Parameter(torch.ones(1))  # a new parameter is registered
+    assert "scale" in dict(module.named_parameters()) and "scale" not in module.__dict__
+    module.scale = None  # None onto a parameter's name: nn.Module keeps it registered as None
+    assert "scale" in module._parameters and module._parameters["scale"] is None
+    module.register_buffer("count", torch.zeros(()))
+    module.count = torch.ones(())  # a buffer stays a buffer
+    assert "count" in dict(module.named_buffers()) and float(module.count) == 1.0
+    module.extra = nn.Linear(2, 2)  # a submodule is registered
+    assert "extra" in dict(module.named_children())
+
+
+def test_no_profiler_asked_for_means_no_per_hook_profiler_cost(make_cfg):
+    """trainer.profiler=null gets the free NoProfiler; a profiler the user asks for is kept."""
+    import lightning.pytorch as pl
+
+    from cifar_lab.profiling import NoProfiler
+
+    seen = []
+    original = pl.Trainer.fit
+
+    def recording(self, *args, **kwargs):
+        seen.append(type(self.profiler).__name__)
+        return original(self, *args, **kwargs)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(pl.Trainer, "fit", recording):
+        train(make_cfg("model=seed_cnn", "debug=default"))
+        train(make_cfg("model=seed_cnn", "debug=default", "trainer.profiler=simple"))
+    assert seen == [NoProfiler.__name__, "SimpleProfiler"]
+    with NoProfiler().profile("x") as entered:  # a null context, reused
+        assert entered is None
+    assert NoProfiler().profile("a") is NoProfiler().profile("b")
+
+
+def test_train_metrics_are_logged_once_per_epoch_with_every_step_in_them(make_cfg, monkeypatch):
+    """train/loss and train/acc are logged at the epoch's last step only (each log call costs
+    host time), and still average every step of the epoch, the last partial epoch included."""
+    from cifar_lab.module import ImageClassifier
+
+    logged, losses = [], []
+    original_log, original_step = ImageClassifier.log, ImageClassifier.training_step
+
+    def log(self, name, value, *args, **kwargs):
+        if name.startswith("train/"):
+            logged.append((name, self.trainer.global_step))
+        return original_log(self, name, value, *args, **kwargs)
+
+    def step(self, batch, batch_idx):
+        loss = original_step(self, batch, batch_idx)
+        losses.append((self.current_epoch, float(loss)))
+        return loss
+
+    monkeypatch.setattr(ImageClassifier, "log", log)
+    monkeypatch.setattr(ImageClassifier, "training_step", step)
+    summary = train(make_cfg("model=seed_cnn", "data.val_size=0", "data.batch_size=100", "epochs=2.5"))
+    assert summary["steps"] == 25  # 10 steps an epoch, 2.5 epochs
+    assert [s for name, s in logged if name == "train/loss"] == [10, 20, 25]
+    last_epoch = [loss for epoch, loss in losses if epoch == 2]
+    assert summary["train/loss"] == pytest.approx(sum(last_epoch) / len(last_epoch), rel=1e-4)

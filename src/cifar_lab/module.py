@@ -98,6 +98,16 @@ class ImageClassifier(pl.LightningModule):
         self._total_steps = 0  # the fit's optimizer steps, set with the schedule in configure_optimizers
         self._bad_loss: torch.Tensor | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets _current_fx_name twice per hook dispatch, ~46 times a training step;
+        # nn.Module.__setattr__ spends ~10 Python calls each checking for parameters, buffers
+        # and submodules. A plain value replacing a plain attribute is stored as nn.Module
+        # itself would store it (benchmarks/step_overhead.py: ~460 Python calls a step less).
+        if name in self.__dict__ and isinstance(value, (str, int, float, type(None))):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

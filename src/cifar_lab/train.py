@@ -330,6 +330,10 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     extra: dict[str, Any] = {} if validating else {"limit_val_batches": 0}
     if cfg.get("epochs") is not None:
         extra.update(_fractional_epochs(cfg, datamodule))
+    if cfg.trainer.get("profiler") is None:
+        from cifar_lab.profiling import NoProfiler
+
+        extra["profiler"] = NoProfiler()  # no profiling asked for: no per-hook cost either
     checkpoint_io = SafeCheckpointIO(output_dir, clock=module.clock)
     if checkpoint is not None:
         checkpoint_io.preload(ckpt_path, checkpoint)
