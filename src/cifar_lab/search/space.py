@@ -71,8 +71,8 @@ def _distribution(override: Any, where: str) -> tuple[Any, tuple[tuple[Any, str]
     tags = set(sweep.tags)
     unknown = tags - KNOWN_TAGS
     if unknown:
-        raise SearchConfigError(f"{where}: unknown tag {sorted(unknown)[0]!r}; the tags are 'log' and 'int', "
-                                f"e.g. tag(log, interval(0.001, 0.1))")
+        raise SearchConfigError(f"{where}: unknown tag {sorted(unknown)[0]!r}; the tags are log and int: "
+                                f"write e.g. tag(log, interval(0.001, 0.1)) or tag(int, interval(1, 8))")
     log, integer = "log" in tags, "int" in tags
     try:
         if isinstance(sweep, IntervalSweep):
@@ -90,6 +90,7 @@ def _distribution(override: Any, where: str) -> tuple[Any, tuple[tuple[Any, str]
             if count < 1:
                 raise ValueError(f"range({start}, {stop}, {step}) holds no value")
             last = start + (count - 1) * step
+            last = round(last, 12) if isinstance(last, float) else last  # 0.1 + 0.2 is 0.30000000000000004
             if all(isinstance(v, int) for v in (start, stop, step)) and step > 0:
                 return dists.IntDistribution(start, last, step=step), ()
             if step > 0:
