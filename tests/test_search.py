@@ -185,9 +185,9 @@ def test_pruning_stops_trials_early_in_process(tmp_path):
 def test_pruning_works_through_a_subprocess_launcher(tmp_path):
     """submitit's local launcher runs each job in its own process, as SLURM does: the job
     reaches its trial through the sqlite storage, from a relative path."""
-    result = subprocess.run(SEARCH + ["hydra/launcher=submitit_local", "paths.log_dir=outputs_search"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                            env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    command = [SEARCH[0], str(REPO_ROOT / "train.py")] + SEARCH[2:]
+    result = subprocess.run(command + ["hydra/launcher=submitit_local", "paths.log_dir=outputs_search"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "outputs_search" / "optuna" / "train"
     assert list((sweep / ".submitit").iterdir())  # the jobs really ran in submitit processes
