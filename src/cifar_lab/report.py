@@ -365,11 +365,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore", nargs="*", default=list(IGNORED_KEYS),
                         help="overrides to average over instead of group by (default: seed)")
     parser.add_argument("--no-plot", action="store_true", help="skip report.png")
+    parser.add_argument("--storage", default=None,
+                        help="an Optuna search's storage URL (default: PATH/optuna.db, if there)")
+    parser.add_argument("--study", default=None, help="the study in that storage (default: its only one)")
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from cifar_lab.search.report import is_search, run_search
+
+    if Path(args.path).is_dir() and is_search(Path(args.path), args.storage):
+        out = Path(args.out) if args.out else None
+        return run_search(Path(args.path), out, args.storage, args.study, plot=not args.no_plot)
     report = build_report(args.path, args.out, args.metric, args.x_key, args.ignore, plot=not args.no_plot)
     console = Console()
     if not console.is_terminal:  # a pipe or a file: no reason to squeeze into 80 columns

@@ -327,6 +327,9 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
         callbacks_cfg.pop("learning_rate_monitor", None)  # it needs a logger to write to
     callbacks = _instantiate_dict(OmegaConf.create(callbacks_cfg), "callbacks")
     callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", cfg.get("checkpoint_every_n_steps"), preemption))
+    pruning = _trial_pruning(cfg)
+    if pruning is not None:
+        callbacks.append(pruning)
     extra: dict[str, Any] = {} if validating else {"limit_val_batches": 0}
     if cfg.get("epochs") is not None:
         extra.update(_fractional_epochs(cfg, datamodule))
@@ -389,7 +392,8 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
 
     test_metrics: dict[str, float] = {}
     test_clock = DeviceClock()
-    if not trainer.interrupted:
+    pruned_epoch = pruning.pruned_epoch if pruning is not None else None
+    if not trainer.interrupted and pruned_epoch is None:  # a pruned trial is not worth a test pass
         test_clock.start()
         trainer.test(module, datamodule=datamodule, ckpt_path=_test_ckpt_path(cfg, trainer), verbose=False, weights_only=True)
         test_clock.stop()
@@ -416,9 +420,11 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
         "params": sum(p.numel() for p in net.parameters()),
         "seed": cfg.seed,
         "device": str(trainer.strategy.root_device),
-        "status": "interrupted" if trainer.interrupted else "completed",
+        "status": "interrupted" if trainer.interrupted else ("pruned" if pruned_epoch else "completed"),
         "resumed": ckpt_path is not None,
     }
+    if pruned_epoch is not None:
+        summary["pruned_epoch"] = pruned_epoch
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", summary)
         _log_hparams(loggers, cfg, summary)
@@ -429,6 +435,18 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
                         f"completed and wrote its metrics; nothing to resume")
         raise stop
     return summary
+
+
+def _trial_pruning(cfg: DictConfig):
+    """The Optuna pruning callback of a search job (``+optuna_trial=N``), else None: only
+    search jobs import cifar_lab.search, so training never needs Optuna."""
+    from cifar_lab.search.study import TRIAL_KEY
+
+    if cfg.get(TRIAL_KEY) is None:
+        return None
+    from cifar_lab.search.pruning import trial_pruning
+
+    return trial_pruning(cfg)
 
 
 def _resume_command(cfg: DictConfig) -> str:
