@@ -10,7 +10,7 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 CIFAR_LAB_CACHE_DIR=/tmp
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"; } 2>&1 | tee "$OUT/env.txt"
 DATA=$PWD/.devdata/cifar10-jpeg.tar.gz
 COMMON="data=folder data.path=$DATA trainer=gpu logger=none"
-PARTS=${PARTS:-speed94,sweep,speed96,seed}  # which parts to run, e.g. PARTS=speed94,sweep
+PARTS=${PARTS:-speed94,wide,sweep,speed96,seed}  # which parts to run, e.g. PARTS=speed94,sweep
 has() { [[ ",$PARTS," == *",$1,"* ]]; }
 # cpu90 candidates: "widths batch epochs" (epochs chosen so each takes ~560 s on 2 CPU cores)
 CANDIDATES=${CANDIDATES:-"[64,192,192] 256 8.5; [48,160,160] 256 11.5; [64,256,256] 256 6.4; [64,128,256] 256 10; [64,256,256] 1024 6; [32,128,128] 256 17; [64,192,192] 512 8.5"}
@@ -18,6 +18,12 @@ CANDIDATES=${CANDIDATES:-"[64,192,192] 256 8.5; [48,160,160] 256 11.5; [64,256,2
 # 1) speed94 through Lightning vs the same recipe as a plain loop vs airbench94, same data
 has speed94 && timeout ${SPEED_TIMEOUT:-200} python3 benchmarks/speed.py --data $DATA --device cuda --runs ${RUNS:-4} \
   --systems airbench,plain94,speed94 --cache-dir /tmp/cifar_lab_cache --json "$OUT/speed94_gpu.json" 2>&1 | tee "$OUT/speed94_gpu.log"
+
+# 1b) the design card's own command on real data (WRN-16-8, 10 epochs, default callbacks and
+#     TensorBoard): the everyday path, checkpoints and validation included, end to end
+has wide && timeout ${WIDE_TIMEOUT:-150} python3 train.py model=wide optimizer.lr=0.05 data=folder data.path=$DATA trainer=gpu \
+  seed=0 hydra.run.dir=/tmp/wide 2>&1 | tail -15 | tee "$OUT/wide.log"
+has wide && cp /tmp/wide/metrics.json "$OUT/wide_metrics.json" 2>/dev/null
 
 # 2) accuracy of CPU-recipe candidates (their CPU time is measured on the CPU), tuned on a
 #    5000-image validation split: val/acc is the final weights with the recipe's TTA

@@ -11,6 +11,8 @@ whitening init + training steps, no data loading, no test pass) and the ratio.
 
   plain    benchmarks/plain_speed94.py: the same recipe and components, a hand-written loop
   speed94  python train.py experiment=speed94 (Lightning, the recipe's callbacks and metrics)
+  speed94@compare   the same from another checkout (--compare PATH): before/after a change
+  speed94+NAME      speed94 with extra overrides (--variant NAME=OVERRIDES): what a piece costs
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def main() -> None:
     parser.add_argument("--lightning-extra", default="", help="extra overrides for the Lightning run, space-separated")
     parser.add_argument("--compare", default=None, metavar="CHECKOUT",
                         help="also run speed94 from another checkout (e.g. a git worktree of the previous commit): before/after")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
+                        help="also run speed94 with these space-separated overrides, e.g. 'no_log=~callbacks.epoch_log'")
     parser.add_argument("--json", default=None, help="also write the runs and the table here")
     args = parser.parse_args()
     if args.runs < 1 or args.steps < 1:
@@ -90,11 +94,20 @@ def main() -> None:
     results: dict[str, list[dict]] = {"plain": [], "speed94": []}
     if args.compare:
         results["speed94@compare"] = []
+    variants = {}
+    for spec in args.variant:
+        name, _, overrides = spec.partition("=")
+        if not name or not overrides:
+            parser.error(f"--variant {spec!r}: write NAME=OVERRIDES, e.g. no_log=~callbacks.epoch_log")
+        variants[f"speed94+{name}"] = overrides.split()
+        results[f"speed94+{name}"] = []
     for seed in range(args.runs):  # interleaved: drift hits every system alike
         results["plain"].append(run_plain(args, seed))
         results["speed94"].append(run_lightning(args, seed, workdir, extra))
         if args.compare:
             results["speed94@compare"].append(run_lightning(args, seed, workdir, extra, Path(args.compare).resolve()))
+        for name, overrides in variants.items():
+            results[name].append(run_lightning(args, seed, workdir, extra + overrides))
         for name in results:
             r = results[name][-1]
             print(f"# {name} run {seed}: {1e6 * r['fit_time_s'] / r['steps']:.0f} us/step over {r['steps']} steps", flush=True)

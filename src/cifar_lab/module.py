@@ -221,9 +221,9 @@ class ImageClassifier(pl.LightningModule):
         trainer = self.trainer
         epoch_ends = batch_idx + 1 >= trainer.num_training_batches or trainer.global_step >= self._total_steps
         if epoch_ends:
-            # once per epoch, not per step: each self.log call costs ~0.3 ms of host work (it
-            # moves the metric to the device again), 2x what the rest of a speed94 step's
-            # Lightning overhead costs (benchmarks/step_overhead.py); the values are epoch means
+            # once per epoch, not per step: Lightning's result collection moves a logged metric
+            # to the device again on every call, ~0.2-0.4 ms a step for these two at batch 16
+            # (benchmarks/step_overhead.py); the values are epoch means of every step either way
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         # the epoch's and the run's last step too: under DDP the shared check must happen inside

@@ -420,7 +420,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
         "params": sum(p.numel() for p in net.parameters()),
         "seed": cfg.seed,
         "device": str(trainer.strategy.root_device),
-        "status": "interrupted" if trainer.interrupted else ("pruned" if pruned_epoch else "completed"),
+        "status": "interrupted" if trainer.interrupted else ("pruned" if pruned_epoch is not None else "completed"),
         "resumed": ckpt_path is not None,
     }
     if pruned_epoch is not None:
