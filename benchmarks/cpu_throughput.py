@@ -47,7 +47,7 @@ def images_per_s(
     images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,))
     times = []
-    for i in range(warmup + steps):
+    for _ in range(warmup + steps):
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = nn.functional.cross_entropy(forward(images), labels)

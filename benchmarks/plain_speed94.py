@@ -16,9 +16,9 @@ from torch import nn
 from cifar_lab.data.loader import AugmentSpec, DeviceLoader, normalize
 from cifar_lab.data.split import stratified_sample
 from cifar_lab.models import FastNet
-from cifar_lab.optim import apply_lr_scales, decoupled_sgd, param_groups, warmup_linear_decay
 from cifar_lab.recipes.tta import tta_logits
 from cifar_lab.recipes.whitening import init_whitening
+from cifar_lab.training.optim import apply_lr_scales, decoupled_sgd, param_groups, warmup_linear_decay
 
 
 def _sync(device: torch.device) -> float:

@@ -203,17 +203,17 @@ def test_usable_cpus_respects_a_cgroup_quota(tmp_path, cpu_max, expected):
 def test_cpu_training_sets_torch_threads(make_cfg, monkeypatch, overrides, threads):
     import torch
 
-    from cifar_lab import train as train_module
     from cifar_lab.config import usable_cpus
+    from cifar_lab.runtime import hardware
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    train_module._set_cpu_threads(make_cfg(*overrides, fast=False))
+    hardware.set_cpu_threads(make_cfg(*overrides, fast=False))
     assert calls == [usable_cpus() if threads == "usable" else threads]
     calls.clear()
-    train_module._set_cpu_threads(make_cfg("trainer=gpu", fast=False))
+    hardware.set_cpu_threads(make_cfg("trainer=gpu", fast=False))
     assert calls == []  # GPU runs keep torch's own choice for their host-side work
-    train_module._set_cpu_threads(make_cfg("trainer=gpu", "cpu_threads=3", fast=False))
+    hardware.set_cpu_threads(make_cfg("trainer=gpu", "cpu_threads=3", fast=False))
     assert calls == [3]  # unless the user asks
 
 
@@ -221,15 +221,15 @@ def test_cpu_training_sets_torch_threads(make_cfg, monkeypatch, overrides, threa
 def test_the_default_auto_accelerator_gets_cpu_threads_when_it_trains_on_the_cpu(make_cfg, monkeypatch, gpu):
     import torch
 
-    from cifar_lab import train as train_module
     from cifar_lab.config import usable_cpus
+    from cifar_lab.runtime import hardware
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    monkeypatch.setattr(train_module, "_gpu_visible", lambda: gpu)
+    monkeypatch.setattr(hardware, "gpu_visible", lambda: gpu)
     cfg = make_cfg(fast=False)
     assert cfg.trainer.accelerator == "auto"
-    train_module._set_cpu_threads(cfg)
+    hardware.set_cpu_threads(cfg)
     assert calls == ([] if gpu else [usable_cpus()])
 
 

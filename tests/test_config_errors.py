@@ -69,7 +69,7 @@ def test_a_value_a_data_source_rejects_is_one_line_naming_it(tmp_path):
 def test_a_value_a_constructor_rejects_is_one_config_error_naming_its_key(make_cfg, tmp_path, overrides, message):
     """Hydra's multi-line InstantiationException becomes the project's one line, keyed by the config path."""
     from cifar_lab.errors import CifarLabError
-    from cifar_lab.train import train
+    from cifar_lab.tasks.train import train
 
     extra = [f"data.path={tmp_path}"] if "data=folder" in overrides else []
     cfg = make_cfg(*overrides, *extra)
@@ -171,7 +171,7 @@ def _image_folder(root: Path, classes: list[str]) -> Path:
 )
 def test_eval_refuses_a_checkpoint_trained_on_other_classes(small_multirun, tmp_path, data, message):
     from cifar_lab.errors import CheckpointError
-    from cifar_lab.eval import evaluate
+    from cifar_lab.tasks.eval import evaluate
     from tests.conftest import compose_config
 
     ckpt = next(small_multirun.glob("*/checkpoints/last.ckpt"))  # data=synthetic: class_0 .. class_9

@@ -87,7 +87,7 @@ if os.environ.get("LOCAL_RANK", "0") == "1":  # only rank 1's loss turns NaN, fr
 
     nn.CrossEntropyLoss.forward = forward
 
-from cifar_lab.train import main
+from cifar_lab.tasks.train import main
 
 main()
 '''

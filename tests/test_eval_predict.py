@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lab import cli
-from cifar_lab.callbacks import TestPredictions, confusion_matrix
 from cifar_lab.data.sources import SyntheticSource
-from cifar_lab.eval import evaluate, expected_calibration_error
-from cifar_lab.predict import predict_files
+from cifar_lab.tasks import cli
+from cifar_lab.tasks.eval import evaluate
+from cifar_lab.tasks.predict import predict_files
+from cifar_lab.training.callbacks import TestPredictions
+from cifar_lab.training.metrics import per_class_accuracy, test_report
 from tests.conftest import REPO_ROOT, compose_config
 
 
@@ -55,7 +56,11 @@ def test_callback_keeps_only_the_most_confident_mistakes():
     images, true, predicted, confidence = callback.misclassified()
     assert true.tolist() == [0, 1] and predicted.tolist() == [1, 0]
     assert confidence[0] > confidence[1] > 0.9
-    assert confusion_matrix(logits.argmax(-1), labels, 2).tolist() == [[0, 1], [2, 1]]
+    report = test_report(num_classes=2)
+    report.update(logits.softmax(-1), labels)
+    values = report.compute()
+    assert values["confusion_matrix"].tolist() == [[0, 1], [2, 1]]  # counts[true, predicted]
+    assert per_class_accuracy(values, ["a", "b"]) == {"a": 0.0, "b": pytest.approx(1 / 3)}
 
 
 # -- eval ----------------------------------------------------------------------------------------
@@ -64,7 +69,7 @@ def test_eval_reproduces_the_training_test_score(small_multirun, tmp_path):
     ckpt = next((job / "checkpoints").glob("epoch*.ckpt"))  # test_ckpt=best scored this one
     out = tmp_path / "eval"
     result = subprocess.run(
-        [sys.executable, "-m", "cifar_lab.eval", f"ckpt_path={ckpt}", "data=synthetic", "trainer=cpu", "seed=1",
+        [sys.executable, "-m", "cifar_lab.tasks.eval", f"ckpt_path={ckpt}", "data=synthetic", "trainer=cpu", "seed=1",
          f"hydra.run.dir={out}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
@@ -112,20 +117,25 @@ def test_eval_of_folder_data_without_a_path_is_one_line_and_exit_2(tmp_path):
     ]
 
 
-def test_expected_calibration_error_by_hand_and_against_torchmetrics():
-    from torchmetrics.classification import MulticlassCalibrationError
+def _ece(probs: torch.Tensor, labels: torch.Tensor, bins: int) -> float:
+    report = test_report(num_classes=probs.shape[1], ece_bins=bins)
+    report.update(probs, labels)
+    return float(report.compute()["ece"])
 
+
+def test_expected_calibration_error_by_hand():
     probs = torch.tensor([[0.95, 0.05], [0.85, 0.15], [0.25, 0.75], [0.35, 0.65]])
     labels = torch.tensor([0, 1, 1, 1])
     # 2 bins: (0.5, 1] holds all four: confidences 0.95 0.85 0.75 0.65 (mean 0.8), correct
     # 1 0 1 1 (mean 0.75) -> 0.05. 10 bins: each sample alone -> mean |confidence - correct|
-    assert expected_calibration_error(probs, labels, bins=2) == pytest.approx(0.05, abs=1e-6)
-    assert expected_calibration_error(probs, labels, bins=10) == pytest.approx((0.05 + 0.85 + 0.25 + 0.35) / 4, abs=1e-6)
-    generator = torch.Generator().manual_seed(0)
-    probs = torch.randn(500, 10, generator=generator).mul(3).softmax(-1)
-    labels = torch.randint(0, 10, (500,), generator=generator)
-    reference = MulticlassCalibrationError(num_classes=10, n_bins=15, norm="l1")(probs, labels)
-    assert expected_calibration_error(probs, labels, bins=15) == pytest.approx(float(reference), abs=1e-5)
+    assert _ece(probs, labels, bins=2) == pytest.approx(0.05, abs=1e-6)
+    assert _ece(probs, labels, bins=10) == pytest.approx((0.05 + 0.85 + 0.25 + 0.35) / 4, abs=1e-6)
+
+
+def test_per_class_accuracy_is_none_for_a_class_without_test_images():
+    report = test_report(num_classes=3)
+    report.update(torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1]]), torch.tensor([0, 0]))
+    assert per_class_accuracy(report.compute(), ["a", "b", "c"]) == {"a": 0.5, "b": None, "c": None}
 
 
 # -- predict -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cifar_lab.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from cifar_lab.train import DiskFullError, train
+from cifar_lab.tasks.train import DiskFullError, train
 from tests.conftest import REPO_ROOT
 
 TINY = ["model=fast", "model.widths=[8,16,16]", "data.source.train_per_class=20", "data.val_size=20",
@@ -116,7 +116,7 @@ def test_truncated_checkpoint_is_one_line(make_cfg, tmp_path, tiny_checkpoint):
 
 
 def test_disk_full_while_writing_outputs(make_cfg, tmp_path, monkeypatch):
-    import cifar_lab.io as io_mod
+    import cifar_lab.runtime.io as io_mod
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -10,7 +10,7 @@ import torch
 from cifar_lab.errors import ConfigError
 from cifar_lab.models import FastNet
 from cifar_lab.recipes.freezing import FreezeLayers
-from cifar_lab.train import train
+from cifar_lab.tasks.train import train
 
 
 def _setup(world_size: int = 1, modules=("whiten", "layers.0"), from_epoch: int = 2, max_epochs: int = 4):

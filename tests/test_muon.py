@@ -8,9 +8,9 @@ from torch import nn
 
 from cifar_lab.config import validate_config
 from cifar_lab.errors import ConfigError
-from cifar_lab.optim import apply_lr_scales, decoupled_sgd, param_groups
 from cifar_lab.recipes.muon import decoupled_muon, orthogonalize
-from cifar_lab.train import train
+from cifar_lab.tasks.train import train
+from cifar_lab.training.optim import apply_lr_scales, decoupled_sgd, param_groups
 
 SGD_ARGS = dict(lr=11.5, momentum=0.85, weight_decay=0.0153, batch_size=256)
 

@@ -3,7 +3,6 @@ and they are committed without outputs."""
 
 from __future__ import annotations
 
-
 import nbformat
 import pytest
 from nbclient import NotebookClient

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cifar_lab.errors import ConfigError
-from cifar_lab.optim import apply_lr_scales, decoupled_sgd, param_groups, warmup_cosine, warmup_linear_decay
+from cifar_lab.training.optim import apply_lr_scales, decoupled_sgd, param_groups, warmup_cosine, warmup_linear_decay
 
 
 def _net() -> nn.Module:

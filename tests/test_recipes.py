@@ -9,7 +9,7 @@ from torch import nn
 from cifar_lab.errors import ConfigError
 from cifar_lab.recipes.lookahead import Lookahead
 from cifar_lab.recipes.tta import tta_logits
-from cifar_lab.train import train
+from cifar_lab.tasks.train import train
 
 
 class _Recorder(nn.Module):
@@ -50,17 +50,17 @@ def test_tta_levels_average_the_documented_views():
 
 @pytest.mark.parametrize("val_tta_level, expected_val", [(None, {2}), (0, {0})])
 def test_val_tta_level_sets_the_validation_views_and_leaves_the_test_pass_alone(make_cfg, monkeypatch, val_tta_level, expected_val):
-    import cifar_lab.module
+    import cifar_lab.training.module
 
     seen: dict[str, set[int]] = {"val": set(), "test": set()}
-    original = cifar_lab.module.tta_logits
+    original = cifar_lab.training.module.tta_logits
 
     def recording(module, images, level):
         stage = "test" if module.trainer.testing else "val"
         seen[stage].add(level)
         return original(module, images, level)
 
-    monkeypatch.setattr(cifar_lab.module, "tta_logits", recording)
+    monkeypatch.setattr(cifar_lab.training.module, "tta_logits", recording)
     overrides = ["model=fast", "model.widths=[8,8,8]", "module.tta_level=2", "data.val_size=100"]
     if val_tta_level is not None:
         overrides.append(f"module.val_tta_level={val_tta_level}")
@@ -123,9 +123,9 @@ def test_speed94_recipe_runs_end_to_end_with_fractional_epochs(make_cfg, tmp_pat
     assert metrics["train_time_s"] == pytest.approx(metrics["fit_time_s"] + metrics["test_time_s"], abs=2e-3)
     assert metrics["test/acc"] > 0.3
     # callbacks=none keeps no per-epoch checkpoints, but the final weights are saved for eval/predict
-    from cifar_lab.checkpoint import load_checkpoint
+    from cifar_lab.runtime.checkpoint import load_trained
 
-    loaded = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    loaded = load_trained(tmp_path / "checkpoints" / "last.ckpt")
     assert loaded.raw["global_step"] == 15 and sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
     assert sum(p.numel() for p in loaded.net.parameters()) == metrics["params"]
 
@@ -184,7 +184,7 @@ def test_whitening_bias_freezes_after_its_epochs(monkeypatch):
     """The bias trains for whiten_bias_epochs epochs; after that its gradient is dropped before
     every optimizer step (requires_grad stays on: DDP forbids changing it mid-run)."""
     from cifar_lab.models import FastNet
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=2)
     monkeypatch.setattr(ImageClassifier, "current_epoch", property(lambda self: self._epoch))
@@ -205,7 +205,7 @@ def test_whitening_bias_gradient_stops_on_one_device(monkeypatch, world_size, st
     from types import SimpleNamespace
 
     from cifar_lab.models import FastNet
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=1)
     monkeypatch.setattr(ImageClassifier, "current_epoch", property(lambda self: self._epoch))
@@ -231,7 +231,7 @@ def test_whitening_eps_reaches_the_init(monkeypatch, eps, low, high):
     from types import SimpleNamespace
 
     from cifar_lab.models import FastNet
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whitening_eps=eps)
@@ -251,7 +251,7 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
     from types import SimpleNamespace
 
     from cifar_lab.models import FastNet
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, tta_level=2)
     datamodule = SimpleNamespace(batch_size=16, eval_batch_size=8, train_sample=lambda n, device: torch.zeros(n, 3, 32, 32))
@@ -274,7 +274,7 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
 
 def test_checkpoint_holds_one_copy_of_the_weights():
     from cifar_lab.models import SeedCNN
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     module = ImageClassifier(SeedCNN(num_classes=10), optimizer=torch.optim.SGD, num_classes=10)
     keys = list(module.state_dict())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_lab import cli, report
+from cifar_lab.tasks import cli, report
 from tests.conftest import REPO_ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -69,7 +69,7 @@ def test_report_of_a_multirun_with_failed_jobs(small_multirun, tmp_path, capsys)
 
 def test_module_entry_point_writes_next_to_the_jobs(small_multirun, tmp_path):
     sweep = _copy_without_checkpoints(small_multirun, tmp_path / "sweep")
-    result = subprocess.run([sys.executable, "-m", "cifar_lab.report", str(sweep)],
+    result = subprocess.run([sys.executable, "-m", "cifar_lab.tasks.report", str(sweep)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "4 jobs" in result.stdout

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from cifar_lab.data.loader import DeviceLoader
-from cifar_lab.resume import Preempted, find_latest
-from cifar_lab.train import train
+from cifar_lab.runtime.resume import Preempted, find_latest
+from cifar_lab.tasks.train import train
 from tests.conftest import REPO_ROOT
 
 # 310 training images / 50 = 6 steps per epoch, 3 epochs: 18 steps, a checkpoint after each
@@ -148,7 +148,7 @@ def test_killed_runs_resume_to_the_same_weights_and_metrics(tmp_path):
 
 def test_sigint_saves_a_checkpoint_of_the_running_step_then_resume_finishes(tmp_path, monkeypatch):
     """Ctrl-C (SIGINT) mid-epoch: the running step completes and is saved, Preempted, then resume."""
-    import cifar_lab.module as module_mod
+    import cifar_lab.training.module as module_mod
     from tests.conftest import compose_config
 
     original = module_mod.ImageClassifier.training_step

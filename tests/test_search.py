@@ -14,10 +14,10 @@ import optuna
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
 
-from cifar_lab import cli
 from cifar_lab.search import SearchConfigError
 from cifar_lab.search.space import parse_space
 from cifar_lab.search.study import PRUNED_ATTR, make_pruner, make_sampler
+from cifar_lab.tasks import cli
 from hydra_plugins.cifar_lab_optuna_sweeper.sweeper import OptunaSweeper
 from tests.conftest import REPO_ROOT
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_lab.checkpoint_io import SafeCheckpointIO, load_checkpoint
-from cifar_lab.errors import CheckpointError
 from cifar_lab.data.sources import ImageFolderSource, TorchvisionCIFAR10
-from cifar_lab.errors import DataError
-from cifar_lab.train import train
+from cifar_lab.errors import CheckpointError, DataError
+from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO, load_checkpoint
+from cifar_lab.tasks.train import train
 from tests.data.conftest import image_bytes, pack, standard_files
 
 TINY = ["model=fast", "model.widths=[8,16,16]", "data.source.train_per_class=20", "data.val_size=20",
@@ -175,7 +174,7 @@ def test_pickle_payload_in_a_checkpoint_never_runs(make_cfg, tmp_path, real_chec
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     """A write that fails midway leaves the previous checkpoint intact and no temp file."""
-    import cifar_lab.io as io_mod
+    import cifar_lab.runtime.io as io_mod
 
     io = SafeCheckpointIO(tmp_path)
     target = tmp_path / "checkpoints" / "last.ckpt"

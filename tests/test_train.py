@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from cifar_lab.train import train
+from cifar_lab.tasks.train import train
 from tests.conftest import REPO_ROOT, SHARED_ARCHIVE
 
 MODELS = ["seed_cnn", "fast", "resnet18", "vgg16", "wide"]
@@ -52,7 +52,7 @@ def test_short_run_learns_and_writes_every_output(make_cfg, tmp_path):
 
 
 def test_debug_overfit_trains_on_the_same_few_batches_every_epoch(make_cfg, monkeypatch):
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     seen: dict[int, list[torch.Tensor]] = {}
     labels: set[int] = set()
@@ -94,7 +94,7 @@ def test_csv_logger_and_cosine_adamw(make_cfg, tmp_path):
 
 def test_metrics_match_a_hand_computation():
     """accuracy and macro one-vs-rest AUROC of fixed logits, against sums done by hand."""
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 2.0], [3.0, 0.5, 0.0], [0.0, 2.0, 2.5]])
     labels = torch.tensor([0, 1, 1, 2, 2])
@@ -176,8 +176,8 @@ def test_train_time_leaves_out_validation_and_checkpoint_writes(make_cfg, monkey
     per-epoch validation and slow checkpoint writes show up in their own fields instead."""
     import time
 
-    import cifar_lab.checkpoint_io as checkpoint_io
-    from cifar_lab.module import ImageClassifier
+    import cifar_lab.runtime.checkpoint_io as checkpoint_io
+    from cifar_lab.training.module import ImageClassifier
 
     pause = 0.6
     validate, write = ImageClassifier.on_validation_epoch_start, checkpoint_io.atomic_write_bytes
@@ -218,20 +218,20 @@ def test_lean_recipe_prints_one_line_per_epoch_and_no_unactionable_warnings(tmp_
     )
     assert result.returncode == 0, result.stderr[-2000:]
     console = result.stdout + result.stderr
-    lines = [line for line in console.splitlines() if "cifar_lab.callbacks" in line and " epoch " in line]
+    lines = [line for line in console.splitlines() if "cifar_lab.training.callbacks" in line and " epoch " in line]
     assert [line.split(" epoch ")[1].split()[0] for line in lines] == ["1/2.5", "2/2.5", "3/2.5"]
     assert all("train/loss" in line and "train/acc" in line and "img/s" in line and "elapsed" in line for line in lines)
     assert all("left ~" in line for line in lines[:-1]) and "left ~" not in lines[-1]
     assert "LeafSpec" not in console and "logging interval" not in console
     logged = (tmp_path / "train.log").read_text().splitlines()
-    assert sum("cifar_lab.callbacks" in line and " epoch " in line for line in logged) == 3  # in the run's log too
+    assert sum("cifar_lab.training.callbacks" in line and " epoch " in line for line in logged) == 3  # in the run's log too
 
 
 def test_module_setattr_fast_path_stores_values_as_nn_module_would():
     """ImageClassifier.__setattr__ skips nn.Module's checks only for a plain value replacing a
     plain attribute; parameters, buffers, submodules and new names take nn.Module's path."""
     from cifar_lab.models import FastNet
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10)
     module._current_fx_name = "training_step"
@@ -251,7 +251,7 @@ def test_no_profiler_asked_for_means_no_per_hook_profiler_cost(make_cfg):
     """trainer.profiler=null gets the free NoProfiler; a profiler the user asks for is kept."""
     import lightning.pytorch as pl
 
-    from cifar_lab.profiling import NoProfiler
+    from cifar_lab.training.profiling import NoProfiler
 
     seen = []
     original = pl.Trainer.fit
@@ -274,7 +274,7 @@ def test_no_profiler_asked_for_means_no_per_hook_profiler_cost(make_cfg):
 def test_train_metrics_are_logged_once_per_epoch_with_every_step_in_them(make_cfg, monkeypatch):
     """train/loss and train/acc are logged at the epoch's last step only (each log call costs
     host time), and still average every step of the epoch, the last partial epoch included."""
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     logged, losses = [], []
     original_log, original_step = ImageClassifier.log, ImageClassifier.training_step

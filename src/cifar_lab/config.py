@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from cifar_lab.errors import ConfigError
 
-# cifar_lab.recipes.tta.TTA_LEVELS, without importing torch before the config is checked
+# the views of cifar_lab.recipes.tta.tta_logits; here, so the config is checked before torch loads
 TTA_LEVELS = (0, 1, 2)
 
 # horizontal-flip modes of the data loader (cifar_lab.data.augment uses these)
@@ -150,6 +151,9 @@ def _positive_product(*values: Any) -> int | None:
     if not all(_is_int(v) and v > 0 for v in values):
         return None
     return math.prod(values)
+
+
+_ABSENT = object()  # a key the config does not set (the checked code's default applies)
 
 
 def _get(cfg: DictConfig, key: str, default: Any = _MISSING) -> Any:
@@ -311,24 +315,9 @@ def _validate_optimization(cfg: DictConfig) -> None:
     _require(_is_number(muon_lr) and muon_lr > 0, f"optimizer.muon_lr={muon_lr!r} must be > 0 (airbench94_muon: 0.24 at batch 2000)")
     muon_momentum = _get(cfg, "optimizer.muon_momentum", 0.0)
     _require(_is_number(muon_momentum) and 0 <= muon_momentum < 1, f"optimizer.muon_momentum={muon_momentum!r} must be in [0, 1)")
-    for key in ("tta_level", "val_tta_level"):
-        level = _get(cfg, f"module.{key}", None)
-        allowed = "" if key == "tta_level" else ", or null (as tta_level)"
-        _require(level is None or level in TTA_LEVELS, f"module.{key}={level!r} is not one of {TTA_LEVELS}{allowed}")
-    scale = _get(cfg, "module.norm_lr_scale", 1.0)
-    _require(_is_number(scale) and scale > 0, f"module.norm_lr_scale={scale!r} must be a number > 0 (1: the same lr as the rest)")
-    whitening_eps = _get(cfg, "module.whitening_eps", 5e-4)
-    _require(
-        _is_number(whitening_eps) and whitening_eps > 0,
-        f"module.whitening_eps={whitening_eps!r} must be a number > 0 (airbench: 5e-4)",
-    )
-    bias_epochs = _get(cfg, "module.whiten_bias_epochs", None)
-    _require(
-        bias_epochs is None or (_is_int(bias_epochs) and bias_epochs >= 0),
-        f"module.whiten_bias_epochs={bias_epochs!r} must be a whole number >= 0, or null (never frozen)",
-    )
-    smoothing = _get(cfg, "module.label_smoothing", 0.0)
-    _require(_is_number(smoothing) and 0 <= smoothing < 1, f"module.label_smoothing={smoothing!r} must be in [0, 1)")
+    keys = ("tta_level", "val_tta_level", "norm_lr_scale", "whitening_eps", "whiten_bias_epochs", "label_smoothing")
+    present = {key: _get(cfg, f"module.{key}", _ABSENT) for key in keys}
+    validate_module_options({key: value for key, value in present.items() if value is not _ABSENT})
     scheduler = _get(cfg, "scheduler", None)
     _require(
         not scheduler or "_target_" in scheduler,
@@ -338,8 +327,31 @@ def _validate_optimization(cfg: DictConfig) -> None:
         check_schedule(*(scheduler.get(key, 0.0) for key in ("warmup_fraction", "initial_factor", "final_factor")))
 
 
+def validate_module_options(options: dict[str, Any]) -> None:
+    """The module.* values both config checking and ImageClassifier's constructor rely on:
+    the one home of these rules (the constructor calls it for code that builds a module directly)."""
+    for key in ("tta_level", "val_tta_level"):
+        level = options.get(key)
+        allowed = "" if key == "tta_level" else ", or null (as tta_level)"
+        _require(level is None or level in TTA_LEVELS, f"module.{key}={level!r} is not one of {TTA_LEVELS}{allowed}")
+    scale = options.get("norm_lr_scale", 1.0)
+    _require(_is_number(scale) and scale > 0, f"module.norm_lr_scale={scale!r} must be a number > 0 (1: the same lr as the rest)")
+    whitening_eps = options.get("whitening_eps", 5e-4)
+    _require(
+        _is_number(whitening_eps) and whitening_eps > 0,
+        f"module.whitening_eps={whitening_eps!r} must be a number > 0 (airbench: 5e-4)",
+    )
+    bias_epochs = options.get("whiten_bias_epochs")
+    _require(
+        bias_epochs is None or (_is_int(bias_epochs) and bias_epochs >= 0),
+        f"module.whiten_bias_epochs={bias_epochs!r} must be a whole number >= 0, or null (never frozen)",
+    )
+    smoothing = options.get("label_smoothing", 0.0)
+    _require(_is_number(smoothing) and 0 <= smoothing < 1, f"module.label_smoothing={smoothing!r} must be in [0, 1)")
+
+
 def check_schedule(warmup_fraction: Any, initial_factor: Any, final_factor: Any) -> None:
-    """The warm-up schedules' shape (torch-free: the config check and cifar_lab.optim share it)."""
+    """The warm-up schedules' shape (torch-free: the config check and cifar_lab.training.optim share it)."""
     for key, value, high in (
         ("warmup_fraction", warmup_fraction, 1.0), ("initial_factor", initial_factor, None), ("final_factor", final_factor, None)
     ):
@@ -393,7 +405,17 @@ def _validate_trainer(cfg: DictConfig) -> None:
     threads = _get(cfg, "cpu_threads", None)
     _require(threads is None or (_is_int(threads) and threads > 0),
              f"cpu_threads={threads!r} must be a positive integer, or null for one per usable core")
-    ckpt_path = _get(cfg, "ckpt_path", None)
+    _validate_resume(cfg)
+
+
+def _validate_resume(cfg: DictConfig) -> None:
+    """Where a run continues from: ckpt_path, resume=latest, step checkpoints."""
+    resume, ckpt_path = _get(cfg, "resume", None), _get(cfg, "ckpt_path", None)
+    _require(resume in (None, "latest"), f"resume={resume!r} must be null or 'latest' (or give ckpt_path=PATH)")
+    every = _get(cfg, "checkpoint_every_n_steps", None)
+    _require(every is None or (_is_int(every) and every >= 1),
+             f"checkpoint_every_n_steps={every!r} must be a positive integer or null")
+    _require(not (resume and ckpt_path), "set either resume=latest or ckpt_path=PATH, not both")
     if ckpt_path is not None:
         _require(Path(str(ckpt_path)).is_file(), f"ckpt_path={ckpt_path!r} is not a file: give the path of a .ckpt to resume from")
 

@@ -61,7 +61,7 @@ def test_whitening_init_sees_every_class(monkeypatch):
     """The module's whitening init takes its 5000 images from the DataModule's balanced sample."""
     import cifar_lab.recipes.whitening as whitening
     from cifar_lab.models import FastNet
-    from cifar_lab.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier
 
     seen = []
     monkeypatch.setattr(whitening, "init_whitening", lambda layer, images, eps: seen.append(images))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifar_lab.errors import ConfigError
-from cifar_lab.models import FastNet, ResNet18, SeedCNN, VGG16, WideResNet
+from cifar_lab.models import VGG16, FastNet, ResNet18, SeedCNN, WideResNet
 from cifar_lab.models.fast import FrozenScaleBatchNorm
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"

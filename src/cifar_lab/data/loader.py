@@ -7,8 +7,8 @@ applied to the whole split at once, then batches are index slices of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -63,6 +63,24 @@ class AugmentSpec:
 
     def _cropped_sizes(self, image_size: int) -> list[int]:
         return sorted({size for size, epochs in self.stages if epochs > 0 and 0 < size < image_size})
+
+    def check_model_takes_crops(self, net: torch.nn.Module, image_size: int) -> None:
+        """Fail before training, in one line, if ``net`` cannot take a training crop's size."""
+        was_training = net.training
+        try:
+            for crop in self.crop_sizes(image_size):
+                try:
+                    with torch.no_grad():
+                        net.eval()(torch.zeros(2, 3, crop, crop))
+                except RuntimeError as err:
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    setting = f"data.crop={crop}" if len(self.stages) == 1 else f"data.crop={list(self.crop)} (size {crop})"
+                    raise ConfigError(
+                        f"{setting} does not fit model {type(net).__name__}: pick a crop size it takes "
+                        f"(FastNet: >= 9 at kernel_size 2), or data.crop_epochs=0 ({first})"
+                    ) from None
+        finally:
+            net.train(was_training)
 
     def crop_size(self, epoch: int, image_size: int) -> int | None:
         """The training crop's side in ``epoch``, or None for full-size images."""

@@ -11,7 +11,8 @@ cores with its first conv group frozen, and ~2x with the second one too
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 from torch import nn

@@ -9,7 +9,7 @@ norm ``sqrt(out_channels)`` before its step: the BatchNorm after it makes the sc
 irrelevant, and a fixed scale makes ``muon_lr`` a fixed angle per step.
 
 Which parameters: trainable 4-D tensors (conv filters). Biases, norm parameters and the
-linear head keep decoupled SGD (``cifar_lab.optim.decoupled_sgd``'s units and defaults), so
+linear head keep decoupled SGD (``cifar_lab.training.optim.decoupled_sgd``'s units and defaults), so
 ``norm_lr_scale`` and the schedule apply to them as before. The schedule's factor scales
 ``muon_lr`` too. Works with any model.
 """
@@ -17,12 +17,13 @@ linear head keep decoupled SGD (``cifar_lab.optim.decoupled_sgd``'s units and de
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
 from cifar_lab.errors import ConfigError
-from cifar_lab.optim import decoupled_to_torch
+from cifar_lab.training.optim import decoupled_to_torch
 
 # quintic Newton-Schulz coefficients tuned for speed over exact convergence (Keller Jordan):
 # the singular values land in about [0.5, 1.5] after 3 steps, which trains as well as exactly 1

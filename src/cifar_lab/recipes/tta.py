@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-TTA_LEVELS = (0, 1, 2)
+from cifar_lab.config import TTA_LEVELS  # noqa: F401  (the levels below; checked in config)
 
 
 def _mirror(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:

@@ -94,3 +94,20 @@ def init_whitening(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4) -> 
     conv.weight.copy_(weight.to(device=conv.weight.device, dtype=conv.weight.dtype))
     if conv.bias is not None:
         conv.bias.zero_()
+
+
+def init_whitening_from_data(net: nn.Module, datamodule, eps: float) -> None:
+    """Initialise ``net``'s whitening layer (if it has one) from airbench's 5000 training images,
+    drawn from every class alike (``datamodule.train_sample``), on the net's device."""
+    layer = find_whitening_layer(net)
+    if layer is None or datamodule is None:
+        return
+    init_whitening(layer, datamodule.train_sample(5000, device=layer.weight.device), eps=eps)
+
+
+def whitening_bias_to_freeze(net: nn.Module, bias_epochs: int | None, epoch: int) -> nn.Parameter | None:
+    """The whitening layer's bias once its ``bias_epochs`` are over (airbench: 3), else None."""
+    layer = getattr(net, "whiten", None)
+    if bias_epochs is None or layer is None or layer.bias is None or epoch < bias_epochs:
+        return None
+    return layer.bias

@@ -13,7 +13,7 @@ import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cifar_lab.search import SearchConfigError, require_optuna
 from cifar_lab.search.study import PRUNED_ATTR, TRIAL_KEY
@@ -74,7 +74,7 @@ def _job_metrics(root: Path, number: int) -> dict[str, Any]:
 
 def _command(root: Path, number: int, params: dict[str, Any]) -> str:
     """`python train.py ...` repeating trial ``number`` as a single run."""
-    from cifar_lab.report import _read_overrides
+    from cifar_lab.tasks.report import _read_overrides
 
     overrides = _read_overrides(root / str(number))
     if not overrides:  # no job folder: the parameters alone
@@ -100,7 +100,7 @@ def _importances(study: Any) -> tuple[dict[str, float] | None, str | None]:
 def build_search_report(root: Path, out: Path, storage: str | None = None, study_name: str | None = None,
                         plot: bool = True) -> SearchReport:
     """Read the study and its job folders; write report.csv, report.md and report.png to ``out``."""
-    from cifar_lab.io import atomic_write_bytes
+    from cifar_lab.runtime.io import atomic_write_bytes
 
     study = _load_study(root, storage, study_name)
     maximize = study.direction.name == "MAXIMIZE"
@@ -122,7 +122,7 @@ def build_search_report(root: Path, out: Path, storage: str | None = None, study
     atomic_write_bytes(report.files["csv"], to_csv(report).encode())
     atomic_write_bytes(report.files["markdown"], to_markdown(report).encode())
     if plot:
-        from cifar_lab.figures import png_bytes
+        from cifar_lab.runtime.figures import png_bytes
 
         report.files["plot"] = out / "report.png"
         atomic_write_bytes(report.files["plot"], png_bytes(plot_trials(report)))
@@ -197,7 +197,7 @@ def to_markdown(report: SearchReport) -> str:
 def plot_trials(report: SearchReport) -> Any:
     """Objective per trial number: complete trials as dots with the best-so-far line,
     pruned ones as crosses at their last reported value (kept apart from the line)."""
-    from cifar_lab.figures import new_figure
+    from cifar_lab.runtime.figures import new_figure
 
     figure = new_figure(7, 4.5)
     ax = figure.add_subplot()

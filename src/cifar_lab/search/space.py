@@ -8,8 +8,9 @@ line accept what ``python train.py -m`` accepts; only the mapping to Optuna is o
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from cifar_lab.search import SearchConfigError, require_optuna
 
@@ -140,6 +141,6 @@ def parse_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> S
         else:
             fixed.append(line)
     if not dimensions:
-        raise SearchConfigError(f"nothing to search: give hydra.sweeper.params (conf/hparams_search/optuna.yaml) "
-                                f"or a sweep on the command line, e.g. 'optimizer.lr=tag(log, interval(0.01, 1))'")
+        raise SearchConfigError("nothing to search: give hydra.sweeper.params (conf/hparams_search/optuna.yaml) "
+                                "or a sweep on the command line, e.g. 'optimizer.lr=tag(log, interval(0.01, 1))'")
     return SearchSpace(tuple(fixed), dimensions)

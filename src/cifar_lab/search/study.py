@@ -9,8 +9,9 @@ config), so a job in another process (SLURM, submitit) needs nothing pickled fro
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cifar_lab.search import SearchConfigError, require_optuna
 

@@ -3,7 +3,7 @@
 * **Atomic writes.** Lightning's own writer goes through fsspec, which stages the file in the
   system temp folder and *moves* it: across file systems that is a copy into the final name,
   so a kill mid-copy leaves a torn ``last.ckpt``. :class:`SafeCheckpointIO` writes a temp file
-  next to the target, fsyncs it and renames it (``cifar_lab.io.atomic_write_bytes``).
+  next to the target, fsyncs it and renames it (``cifar_lab.runtime.io.atomic_write_bytes``).
 * **Safe reads.** Every load is ``torch.load(weights_only=True)``: only tensors, numbers,
   strings and plain containers (torch's weights-only allow-list, nothing added) are rebuilt, so
   a crafted pickle cannot run code. A refused, truncated or foreign file is one
@@ -20,16 +20,17 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from cifar_lab.errors import CheckpointError
-from cifar_lab.io import atomic_write_bytes
-from cifar_lab.timing import DeviceClock
+from cifar_lab.runtime.io import atomic_write_bytes
+from cifar_lab.training.timing import DeviceClock
 
 RUN_MARKER = "<run>"
 _RUN_DIR_KEY = "cifar_lab_run_dir"  # the run folder, relative to the checkpoint's folder

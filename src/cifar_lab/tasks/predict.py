@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cifar_lab.errors import CifarLabError
 
@@ -51,8 +52,8 @@ def predict_files(ckpt: str | os.PathLike, images: Sequence[str | os.PathLike], 
     import numpy as np
     import torch
 
-    from cifar_lab.checkpoint import load_checkpoint
     from cifar_lab.data.loader import normalize
+    from cifar_lab.runtime.checkpoint import load_trained
 
     try:
         torch_device = torch.device(device)
@@ -60,7 +61,7 @@ def predict_files(ckpt: str | os.PathLike, images: Sequence[str | os.PathLike], 
         raise CifarLabError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise CifarLabError(f"--device {device}: no CUDA GPU here (use --device cpu)")
-    loaded = load_checkpoint(ckpt)
+    loaded = load_trained(ckpt)
     arrays = np.stack([load_image(path) for path in images])  # every image read before any work
     net = loaded.net.to(device)
     batch = normalize(torch.from_numpy(arrays).to(device), torch.tensor(loaded.mean, device=device),

@@ -1,6 +1,6 @@
 """ResumeCheckpoint: the Lightning callback that writes ``checkpoints/resume.ckpt``.
 
-Apart from cifar_lab.resume so that the signal handling and ``find_latest`` load without Lightning.
+Apart from cifar_lab.runtime.resume so that the signal handling and ``find_latest`` load without Lightning.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
 
-from cifar_lab.resume import RESUME_FILE, Preempted, Preemption
+from cifar_lab.runtime.resume import RESUME_FILE, Preempted, Preemption
 
 
 class ResumeCheckpoint(Checkpoint):

@@ -15,9 +15,10 @@ import math
 import os
 import statistics
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from cifar_lab.errors import CifarLabError
 
@@ -276,7 +277,7 @@ def choose_x(groups: Sequence[Group], requested: str | None = None) -> str | Non
 
 def plot_figure(groups: Sequence[Group], metric: str = "test/acc", x_key: str | None = None) -> Any:
     """``metric`` (mean ± std) against the swept parameter, one line per other setting."""
-    from cifar_lab.figures import new_figure
+    from cifar_lab.runtime.figures import new_figure
 
     x_key = choose_x(groups, x_key)
     others = [k for k in varying_keys(groups) if k != x_key]
@@ -339,7 +340,7 @@ def build_report(
     plot: bool = True,
 ) -> Report:
     """Read every job under ``root``; write report.csv, report.md and report.png to ``out_dir``."""
-    from cifar_lab.io import atomic_write_bytes
+    from cifar_lab.runtime.io import atomic_write_bytes
 
     jobs = find_jobs(root)
     groups = group_jobs(jobs, ignore)
@@ -350,7 +351,7 @@ def build_report(
     atomic_write_bytes(files["csv"], to_csv(rows).encode())
     atomic_write_bytes(files["markdown"], to_markdown(rows, jobs, common).encode())
     if plot:
-        from cifar_lab.figures import png_bytes
+        from cifar_lab.runtime.figures import png_bytes
 
         files["plot"] = out / "report.png"
         atomic_write_bytes(files["plot"], png_bytes(plot_figure(groups, metric, x_key)))
@@ -393,10 +394,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m cifar_lab.report PATH`."""
-    from cifar_lab.cli import run_command
+    """`python -m cifar_lab.tasks.report PATH`."""
+    from cifar_lab.tasks.cli import run_command
 
-    parser = argparse.ArgumentParser(prog="python -m cifar_lab.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cifar_lab.tasks.report", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_command(run, parser.parse_args(argv))
 

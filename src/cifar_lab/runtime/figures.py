@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg

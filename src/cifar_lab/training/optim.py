@@ -7,7 +7,8 @@ them as partials and the LightningModule supplies ``total_steps`` once the train
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -86,10 +87,13 @@ class TestPredictions(pl.Callback):
 
     __test__ = False  # a callback, not a pytest class
 
-    def __init__(self, num_misclassified: int = 32, log_figures: bool = True) -> None:
+    def __init__(self, num_misclassified: int = 32, log_figures: bool = True, ece_bins: int = 15) -> None:
         super().__init__()
         self.num_misclassified = num_misclassified
         self.log_figures = log_figures
+        self.ece_bins = ece_bins
+        self.report: Any = None  # cifar_lab.training.metrics.test_report, built for the module's classes
+        self.results: dict[str, torch.Tensor] = {}  # its values after the test pass
         self.logits: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
         self.images: torch.Tensor | None = None  # the top misclassified, normalized (N, C, H, W)
@@ -98,7 +102,7 @@ class TestPredictions(pl.Callback):
 
     # -- collection ----------------------------------------------------------------------
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._parts, self._worst = [], []
+        self._parts, self._worst, self.report, self.results = [], [], None, {}
 
     def on_test_batch_end(
         self,
@@ -115,6 +119,11 @@ class TestPredictions(pl.Callback):
             with torch.no_grad():
                 logits = tta_logits(pl_module, images, int(pl_module.hparams.get("tta_level", 0)))
         logits = logits.detach().float()
+        if self.report is None:
+            from cifar_lab.training.metrics import test_report
+
+            self.report = test_report(logits.shape[1], self.ece_bins).to(logits.device)
+        self.report.update(logits.softmax(-1), labels)
         self._parts.append((logits.cpu(), labels.detach().cpu()))
         self._keep_worst(images.detach(), logits, labels.detach())
 
@@ -136,6 +145,7 @@ class TestPredictions(pl.Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._parts:
             return
+        self.results = {k: v.cpu() for k, v in self.report.compute().items()}  # each rank scored the whole split
         self.logits = torch.cat([p[0] for p in self._parts])
         self.labels = torch.cat([p[1] for p in self._parts])
         self._parts = []
@@ -144,12 +154,11 @@ class TestPredictions(pl.Callback):
         writer = _tensorboard_writer(trainer)
         if writer is None:
             return
-        from cifar_lab.figures import confusion_figure, misclassified_figure
+        from cifar_lab.runtime.figures import confusion_figure, misclassified_figure
 
         classes = _class_names(pl_module, self.logits.shape[1])
         step = trainer.global_step
-        matrix = confusion_matrix(self.logits.argmax(-1), self.labels, len(classes))
-        writer.add_figure("test/confusion_matrix", confusion_figure(matrix, classes), global_step=step)
+        writer.add_figure("test/confusion_matrix", confusion_figure(self.results["confusion_matrix"], classes), global_step=step)
         if self._worst:
             images, labels, predicted, confidence = self._worst[0]
             self.images = images
@@ -183,12 +192,6 @@ def _tensorboard_writer(trainer: pl.Trainer) -> Any:
 def _class_names(pl_module: pl.LightningModule, num_classes: int) -> list[str]:
     names = list(pl_module.hparams.get("classes") or ())
     return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
-
-
-def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """counts[true, predicted] as an int64 (K, K) tensor."""
-    index = labels.long() * num_classes + predicted.long()
-    return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def denormalize(images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:

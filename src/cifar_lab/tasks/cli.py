@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from cifar_lab.errors import CifarLabError
 
@@ -29,7 +29,7 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cifar_lab import predict, report
+    from cifar_lab.tasks import predict, report
 
     parser = argparse.ArgumentParser(prog="cifar-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -5,7 +5,7 @@ resume=latest`` picks the newest of ``checkpoints/resume.ckpt`` (step and pre-em
 and ``checkpoints/last*.ckpt`` (epoch ends), and continues bit for bit where it stopped.
 
 No torch or Lightning here: train.py checks ``resume`` and handles signals before the heavy
-imports (the Lightning callback that writes ``resume.ckpt`` is cifar_lab.resume_checkpoint).
+imports (the Lightning callback that writes ``resume.ckpt`` is cifar_lab.runtime.resume_checkpoint).
 """
 
 from __future__ import annotations
@@ -101,3 +101,32 @@ def resume_command(run_dir: str | Path, overrides: list[str]) -> str:
         pass
     parts = [*keep, f"hydra.run.dir={run}", "resume=latest"]
     return " ".join([program, *(shlex.quote(p) for p in parts)])
+
+
+def checkpoint_dirs(cfg) -> list[Path]:
+    """Where this run's checkpoints go: checkpoints/ of the run folder (and ModelCheckpoint's)."""
+    from omegaconf import OmegaConf
+
+    dirs = [Path(cfg.paths.output_dir) / "checkpoints"]
+    configured = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    if configured and Path(str(configured)) not in dirs:
+        dirs.append(Path(str(configured)))
+    return dirs
+
+
+def resume_path(cfg) -> Path | None:
+    """The checkpoint to continue from: ckpt_path, or with resume=latest the run folder's newest
+    (config.validate_config checked both settings)."""
+    from cifar_lab.runtime.logs import display_path
+
+    if cfg.get("ckpt_path"):
+        return Path(str(cfg.ckpt_path))
+    if cfg.get("resume") != "latest":
+        return None
+    found = [p for p in (find_latest(d) for d in checkpoint_dirs(cfg)) if p is not None]
+    if not found:
+        log.warning("resume=latest: no checkpoint in %s yet, starting from scratch", display_path(checkpoint_dirs(cfg)[0]))
+        return None
+    latest = max(found, key=lambda p: p.stat().st_mtime_ns)
+    log.info("resume=latest: continuing from %s", display_path(latest))
+    return latest

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
-from cifar_lab.errors import ConfigError, NonFiniteLossError
-from cifar_lab.optim import apply_lr_scales, param_groups
-from cifar_lab.recipes.tta import TTA_LEVELS, tta_logits
-from cifar_lab.rng import rng_state, set_rng_state
-from cifar_lab.timing import DeviceClock
+from cifar_lab.config import validate_module_options
+from cifar_lab.recipes.tta import tta_logits
+from cifar_lab.recipes.whitening import init_whitening_from_data, whitening_bias_to_freeze
+from cifar_lab.runtime.rng import rng_state, set_rng_state
+from cifar_lab.training.finite import FiniteLossGuard
+from cifar_lab.training.metrics import stage_metrics
+from cifar_lab.training.optim import apply_lr_scales, param_groups
+from cifar_lab.training.timing import DeviceClock
+from cifar_lab.training.warmup import warm_up_device
 
 # metrics whose running state must survive a mid-epoch resume (train/* are epoch means, and
 # val/acc_best is the best over all epochs so far)
@@ -57,12 +59,9 @@ class ImageClassifier(pl.LightningModule):
         model_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if tta_level not in TTA_LEVELS:
-            raise ConfigError(f"module.tta_level={tta_level!r} is not one of {TTA_LEVELS}")
-        if val_tta_level is not None and val_tta_level not in TTA_LEVELS:
-            raise ConfigError(f"module.val_tta_level={val_tta_level!r} is not one of {TTA_LEVELS}, or null (as tta_level)")
-        if norm_lr_scale <= 0:
-            raise ConfigError(f"module.norm_lr_scale={norm_lr_scale!r} must be > 0")
+        validate_module_options(dict(tta_level=tta_level, val_tta_level=val_tta_level, norm_lr_scale=norm_lr_scale,
+                                     whitening_eps=whitening_eps, whiten_bias_epochs=whiten_bias_epochs,
+                                     label_smoothing=label_smoothing))
         # plain values only: checkpoints must load without unpickling code objects
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
@@ -75,28 +74,13 @@ class ImageClassifier(pl.LightningModule):
         # net.*, whether or not the net is compiled (checkpoints stay interchangeable)
         object.__setattr__(self, "_forward_net", torch.compile(self.net) if compile else self.net)
 
-        # No per-update checks: torchmetrics' NaN and argument checks each read a value back
-        # to the host, a GPU sync every step. Labels come from our own loaders and a NaN loss
-        # is caught by _track_finite without a sync.
-        def mean() -> MeanMetric:
-            return MeanMetric(nan_strategy="disable")
-
-        def accuracy() -> MulticlassAccuracy:
-            return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-
-        self.train_loss, self.val_loss, self.test_loss = mean(), mean(), mean()
-        self.train_acc, self.val_acc, self.test_acc = accuracy(), accuracy(), accuracy()
-        # AUROC keeps every score of the epoch: cheap for val/test, skipped for train
-        self.val_auroc = MulticlassAUROC(num_classes, average="macro", validate_args=False)
-        self.test_auroc = MulticlassAUROC(num_classes, average="macro", validate_args=False)
-        self.val_acc_best = MaxMetric()
+        for name, metric in stage_metrics(num_classes).items():  # train_loss, val_acc, test_auroc, ...
+            setattr(self, name, metric)
         self.clock = DeviceClock()
         self.warmup_seconds = 0.0
         self.steps_at_train_start = 0
-        # first step whose loss was not finite (-1: none), kept on the device: no sync per step
-        self._bad_step: torch.Tensor | None = None
+        self.finite = FiniteLossGuard()
         self._total_steps = 0  # the fit's optimizer steps, set with the schedule in configure_optimizers
-        self._bad_loss: torch.Tensor | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets _current_fx_name twice per hook dispatch, ~46 times a training step;
@@ -117,10 +101,11 @@ class ImageClassifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.trainer.ckpt_path is None:
             self.val_acc_best.reset()  # a resumed run keeps the best of its earlier epochs
-        self._warm_up_device()
+        if self.hparams.device_warmup:
+            self.warmup_seconds = warm_up_device(self)
         if self.hparams.whitening_init and self.trainer.ckpt_path is None:
             self.clock.start()  # the init is part of training, as airbench counts it
-            self._init_whitening()
+            init_whitening_from_data(self.net, getattr(self.trainer, "datamodule", None), self.hparams.whitening_eps)
             self.clock.stop()
 
     def on_train_start(self) -> None:
@@ -136,82 +121,28 @@ class ImageClassifier(pl.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # per step, not per epoch: Lightning skips on_train_epoch_start on a mid-epoch resume
-        bias = self._frozen_whitening_bias()
+        bias = whitening_bias_to_freeze(self.net, self.hparams.whiten_bias_epochs, self.current_epoch)
         if bias is not None and bias.requires_grad and self.trainer.world_size == 1:
             # one device: stop the gradient itself, so backward skips the first conv's input
             # gradient at full resolution (~5% of a CPU step); DDP keeps it (see below)
             bias.requires_grad_(False)
 
-    def _frozen_whitening_bias(self) -> nn.Parameter | None:
-        """The whitening bias once its whiten_bias_epochs are over, else None."""
-        epochs = self.hparams.whiten_bias_epochs
-        layer = getattr(self.net, "whiten", None)
-        if epochs is None or layer is None or layer.bias is None or self.current_epoch < epochs:
-            return None
-        return layer.bias
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # airbench: the whitening bias learns the data's offset early, then is frozen. Under
         # DDP its gradient is dropped (the optimizer then skips it) rather than requires_grad
         # turned off mid-run, which DDP forbids for a parameter it has registered.
-        bias = self._frozen_whitening_bias()
+        bias = whitening_bias_to_freeze(self.net, self.hparams.whiten_bias_epochs, self.current_epoch)
         if bias is not None:
             bias.grad = None
 
     def on_train_end(self) -> None:
         self.clock.stop()
 
-    def _should_warm_up(self) -> bool:
-        return bool(self.hparams.device_warmup) and self.device.type == "cuda" and self.trainer.world_size == 1
-
-    def _warm_up_device(self) -> None:
-        """Throw-away train and TTA-eval passes at the real shapes, outside the clock.
-
-        cudnn autotuning (trainer=gpu sets benchmark) and lazy kernel/library loading cost
-        seconds at the first step of each shape: part of a fresh process, not of training,
-        and airbench excludes them the same way. Weights, BN statistics and RNG are restored.
-        One device only: under DDP a stray backward would fire the gradient hooks.
-        """
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not self._should_warm_up() or datamodule is None:
-            return
-        started = time.perf_counter()
-        state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        shape = datamodule.train_sample(1, device=self.device).shape[1:]
-        generator = torch.Generator(device=self.device).manual_seed(0)
-
-        def batch(size: int) -> torch.Tensor:
-            return torch.randn(size, *shape, device=self.device, generator=generator)
-
-        with self.trainer.precision_plugin.forward_context():
-            for _ in range(2):
-                self(batch(datamodule.batch_size)).float().sum().backward()
-            self.net.eval()
-            with torch.no_grad():
-                tta_logits(self, batch(datamodule.eval_batch_size), self.hparams.tta_level)
-            self.net.train()
-        torch.linalg.eigh(torch.eye(4, device=self.device))  # the whitening init's solver
-        self.net.load_state_dict(state)
-        self.net.zero_grad(set_to_none=True)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.warmup_seconds = time.perf_counter() - started
-
-    def _init_whitening(self) -> None:
-        from cifar_lab.recipes.whitening import find_whitening_layer, init_whitening
-
-        layer = find_whitening_layer(self.net)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if layer is None or datamodule is None:
-            return
-        # airbench's 5000 images, from every class alike
-        init_whitening(layer, datamodule.train_sample(5000, device=self.device), eps=self.hparams.whitening_eps)
-
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
-        self._track_finite(loss.detach())
+        self.finite.track(loss.detach(), self.global_step + 1)
         # update(), not forward(): no per-batch compute, the epoch value is computed once
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits.detach(), labels)
@@ -234,41 +165,9 @@ class ImageClassifier(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.check_finite()
 
-    def _track_finite(self, loss: torch.Tensor) -> None:
-        if self._bad_step is None or self._bad_step.device != loss.device:
-            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
-            self._bad_loss = torch.zeros((), dtype=torch.float32, device=loss.device)
-        first = ~torch.isfinite(loss) & (self._bad_step < 0)
-        self._bad_step = torch.where(first, torch.full_like(self._bad_step, self.global_step + 1), self._bad_step)
-        self._bad_loss = torch.where(first, loss.float(), self._bad_loss)
-
     def check_finite(self, all_ranks: bool = False) -> None:
-        """Raise NonFiniteLossError if any training loss so far was NaN or infinite.
-
-        ``all_ranks``: under DDP, gather every rank's flag so that all ranks stop at the same
-        step: a rank that stopped alone would leave the others waiting forever in the next
-        gradient all-reduce. Only for calls every rank makes at the same step.
-        """
-        if self._bad_step is None:
-            return
-        # (first bad step, its loss) per rank; float32 holds step numbers exactly up to 2**24
-        state = torch.stack([self._bad_step.float(), self._bad_loss])
-        rank = None
-        if all_ranks and self.trainer.world_size > 1:
-            states = self.all_gather(state).reshape(-1, 2)
-            bad = (states[:, 0] >= 0).nonzero().flatten()
-            if len(bad):
-                rank = int(bad[states[bad, 0].argmin()])
-                state = states[rank]
-        step, value = (float(v) for v in state.tolist())  # the one host sync
-        if step >= 0:
-            where = f" on rank {rank} of {self.trainer.world_size}" if rank is not None else ""
-            raise NonFiniteLossError(
-                f"the training loss became {value} at step {int(step)} (epoch {self.current_epoch}){where}; "
-                f"training stopped, weights of that step were not saved; lower optimizer.lr, set "
-                f"trainer.gradient_clip_val, or check the data",
-                step=int(step),
-            )
+        """Raise NonFiniteLossError if any training loss so far was NaN or infinite (see FiniteLossGuard)."""
+        self.finite.check(self, all_ranks)
 
     # -- evaluation ----------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

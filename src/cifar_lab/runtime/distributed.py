@@ -11,8 +11,8 @@ same folder, no sweep; and it writes no `.hydra/` of its own.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def job_subprocess_command(local_rank: int) -> tuple[Sequence[str], str]:

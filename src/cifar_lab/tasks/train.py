@@ -1,0 +1,201 @@
+"""The training task: one validated config in, one trained and tested model out.
+
+``train()`` reads as the run's story: check, build, fit, test, summarize. Each step lives in
+the module of its concept (``build``, ``checkpoint``, ``failures``, ``summary``, ``logs``).
+Only Hydra and OmegaConf are imported at module level: `python train.py --help` and config
+errors answer in a moment, before torch and Lightning load.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from cifar_lab.config import validate_config
+from cifar_lab.errors import CifarLabError
+from cifar_lab.runtime.logs import display_path
+from cifar_lab.training.failures import (
+    DiskFullError,
+    disk_full_as_error,
+    fit_failures,
+    stop_if_signalled_after_training,
+)
+
+__all__ = ["DiskFullError", "config_dir", "main", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def config_dir() -> str:
+    """The Hydra config folder: bundled in the wheel, or conf/ of the source checkout."""
+    package = Path(__file__).resolve().parents[1]  # src/cifar_lab (or site-packages/cifar_lab)
+    bundled = package / "conf"
+    if bundled.is_dir():
+        return str(bundled)
+    return str(package.parents[1] / "conf")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test, write metrics.json; return the metrics (test/*, val/*, timings).
+
+    SIGTERM/SIGINT during training save ``checkpoints/resume.ckpt`` and raise
+    :class:`cifar_lab.runtime.resume.Preempted`; a NaN/inf loss raises NonFiniteLossError and marks
+    the run failed in metrics.json. A full disk is one DiskFullError line.
+    """
+    from cifar_lab.runtime.resume import Preemption
+
+    preemption = Preemption()
+    preemption.install()
+    try:
+        with disk_full_as_error(cfg):
+            return _train(cfg, preemption)
+    finally:
+        preemption.uninstall()
+
+
+def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
+    from cifar_lab.runtime.resume import resume_path
+
+    validate_config(cfg)
+    ckpt_path = resume_path(cfg)
+
+    import lightning.pytorch as pl
+
+    from cifar_lab.runtime.checkpoint import check_resumable
+    from cifar_lab.runtime.checkpoint_io import load_checkpoint
+    from cifar_lab.runtime.hardware import set_cpu_threads
+    from cifar_lab.runtime.logs import route_library_logs_through_hydra
+    from cifar_lab.training.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
+
+    route_library_logs_through_hydra()
+    # read (weights-only) and check a checkpoint before any data work or output
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path is not None else None
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    set_cpu_threads(cfg)
+
+    datamodule = build_datamodule(cfg, stage="fit")
+    module = build_module(cfg, datamodule)
+    if checkpoint is not None:
+        check_resumable(checkpoint, module, datamodule.batch_size, ckpt_path)
+    datamodule.augment_spec.check_model_takes_crops(module.net, datamodule.image_size)
+    loggers = build_loggers(cfg, checkpoint)
+    callbacks, pruning = build_callbacks(cfg, datamodule, loggers, preemption)
+    trainer = build_trainer(cfg, datamodule, module, callbacks, loggers,
+                            (ckpt_path, checkpoint) if checkpoint is not None else None)
+    del checkpoint  # the checkpoint IO holds it until fit reads it
+
+    with fit_failures(cfg, trainer, preemption):
+        _fit(cfg, trainer, module, datamodule, ckpt_path, preemption)
+    metrics, test_seconds = _test(cfg, trainer, module, datamodule, pruning)
+    return _summarize(cfg, trainer, module, datamodule, metrics, test_seconds, pruning, loggers, ckpt_path, preemption)
+
+
+def _fit(cfg: DictConfig, trainer, module, datamodule, ckpt_path: Path | None, preemption) -> None:
+    """trainer.fit, then the checkpoint eval, predict and resume need (written off the training clock)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from cifar_lab.runtime.resume import Preempted
+
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    fit_ckpt = display_path(ckpt_path) if ckpt_path else None  # relative: no user folders in the log
+    trainer.fit(module, datamodule=datamodule, ckpt_path=fit_ckpt, weights_only=True)
+    if preemption.requested:  # signalled after the last training step: keep the finished state
+        trainer.save_checkpoint(checkpoints / "resume.ckpt")
+        raise Preempted(preemption.signum)
+    if not any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks):
+        # lean recipes (callbacks=none) save nothing per epoch: keep the final weights
+        trainer.save_checkpoint(checkpoints / "last.ckpt")
+
+
+def _test(cfg: DictConfig, trainer, module, datamodule, pruning) -> tuple[dict[str, float], float]:
+    """The fit metrics, plus the test pass's when the run finished; and the test pass's seconds."""
+    from cifar_lab.training.summary import scalar_metrics
+    from cifar_lab.training.timing import DeviceClock
+
+    metrics = scalar_metrics(trainer.callback_metrics)
+    clock = DeviceClock()
+    if not trainer.interrupted and (pruning is None or pruning.pruned_epoch is None):  # a pruned trial is not worth a test pass
+        clock.start()
+        trainer.test(module, datamodule=datamodule, ckpt_path=_test_ckpt_path(cfg, trainer), verbose=False, weights_only=True)
+        clock.stop()
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+    return metrics, clock.seconds
+
+
+def _test_ckpt_path(cfg: DictConfig, trainer) -> str | None:
+    """Which checkpoint scores the test split (None: the weights in memory)."""
+    if cfg.test_ckpt != "best":
+        return None
+    callback = getattr(trainer, "checkpoint_callback", None)
+    best = getattr(callback, "best_model_path", "") if callback is not None else ""
+    if not best:
+        log.warning("test_ckpt=best but no best checkpoint exists (no validation?): testing the final weights")
+        return None
+    return display_path(Path(best))  # relative: the log names no user folders
+
+
+def _summarize(cfg, trainer, module, datamodule, metrics, test_seconds, pruning, loggers, ckpt_path, preemption):
+    """Write metrics.json and the hparams tab, log the metrics, and return them."""
+    from cifar_lab.runtime.io import write_json_atomic
+    from cifar_lab.runtime.logs import log_hparams
+    from cifar_lab.training.summary import run_summary
+
+    pruned_epoch = pruning.pruned_epoch if pruning is not None else None
+    summary = run_summary(cfg, trainer, module, datamodule, metrics, test_seconds, pruned_epoch, ckpt_path is not None)
+    if trainer.is_global_zero:
+        write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", summary)
+        log_hparams(loggers, cfg, summary)
+    log.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
+    stop_if_signalled_after_training(preemption)
+    return summary
+
+
+def optimized_value(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
+    """The value a sweeper maximizes (NaN when the run failed or did not log it)."""
+    value = summary.get(cfg.get("optimized_metric") or "")
+    return float(value) if value is not None else math.nan
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """`python train.py ...` and the `cifar-lab-train` console script."""
+    from cifar_lab.runtime.resume import Preempted
+
+    try:
+        return optimized_value(cfg, train(cfg))
+    except Preempted as stop:
+        # pre-emption stops the whole process (a sweep too): one line, the way back in
+        message = getattr(stop, "message", None) or (
+            f"stopped by {signal.Signals(stop.signum).name} at once (before training, or a second signal): no new "
+            f"checkpoint; run the same command again (add resume=latest in the same run folder to continue)"
+        )
+        log.warning("%s", message)
+        print(message, file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except CifarLabError as err:
+        if _is_multirun():
+            log.error("error: %s", err)
+            return math.nan  # one bad job must not end the sweep
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:
+        if not _is_multirun():
+            raise
+        # a crashed job is recorded (metrics.json status failed, traceback in its log) and the
+        # sweep goes on: the other jobs' results are never lost
+        log.exception("job failed")
+        return math.nan

@@ -1,0 +1,141 @@
+"""The run's pieces from the config: data, module, loggers, callbacks, trainer.
+
+Everything is built by Hydra's ``instantiate`` (through ``config.instantiate_at``, which turns
+a constructor's ConfigError into one line naming the config key); what the config cannot say
+alone (the data's class count, the run folder, a resumed checkpoint) is added here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_lab.config import global_batch, instantiate_at
+from cifar_lab.errors import ConfigError
+
+
+def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
+    """Instantiate every entry of a group like callbacks/logger (entries may be null)."""
+    if not cfg:
+        return []
+    return [instantiate_at(f"{group}.{name}", entry) for name, entry in cfg.items() if entry is not None and "_target_" in entry]
+
+
+def resolved_group(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """cfg[key] as a plain resolved dict ({} when the group is empty or null)."""
+    node = cfg.get(key)
+    return OmegaConf.to_container(node, resolve=True) if node else {}
+
+
+def build_datamodule(cfg: DictConfig, stage: str | None = None):
+    """The DataModule of cfg.data (``data.path`` is only a command-line shorthand), set up for
+    ``stage`` ("fit", "test") when one is given."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg.pop("path", None)
+    datamodule = instantiate_at("data", data_cfg)
+    if stage is not None:
+        datamodule.prepare_data()
+        datamodule.setup(stage)
+    return datamodule
+
+
+def build_module(cfg: DictConfig, datamodule):
+    """The ImageClassifier: cfg.model's net sized to the data's classes, with optimizer and scheduler."""
+    from hydra.utils import instantiate
+
+    from cifar_lab.training.module import ImageClassifier
+
+    return ImageClassifier(
+        net=instantiate(cfg.model)(num_classes=datamodule.num_classes),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        num_classes=datamodule.num_classes,
+        classes=list(datamodule.classes),
+        mean=datamodule.mean.tolist(),
+        std=datamodule.std.tolist(),
+        model_config=OmegaConf.to_container(cfg.model, resolve=True),
+        **cfg.module,
+    )
+
+
+def build_loggers(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> list[Any]:
+    """cfg.logger's loggers; a resumed run appends to the same TensorBoard run."""
+    logger_cfg = resolved_group(cfg, "logger")
+    if checkpoint is not None:
+        # steps the killed process logged after its checkpoint are purged (they are trained again)
+        for entry in logger_cfg.values():
+            if entry and str(entry.get("_target_", "")).endswith("TensorBoardLogger"):
+                entry["purge_step"] = int(checkpoint.get("global_step", 0))
+    return instantiate_group(OmegaConf.create(logger_cfg), "logger")
+
+
+def build_callbacks(cfg: DictConfig, datamodule, loggers: list[Any], preemption) -> tuple[list[Any], Any]:
+    """cfg.callbacks plus the run's own: resume checkpoints and, in a search, trial pruning.
+
+    Returns the callbacks and the pruning callback (None outside a search)."""
+    from cifar_lab.runtime.resume_checkpoint import ResumeCheckpoint
+
+    callbacks_cfg = resolved_group(cfg, "callbacks")
+    if datamodule.val_size == 0 and callbacks_cfg.get("model_checkpoint"):
+        # without validation there is nothing to rank: keep only last.ckpt
+        callbacks_cfg["model_checkpoint"].update(monitor=None, save_top_k=0)
+    if not loggers:
+        callbacks_cfg.pop("learning_rate_monitor", None)  # it needs a logger to write to
+    callbacks = instantiate_group(OmegaConf.create(callbacks_cfg), "callbacks")
+    output_dir = Path(cfg.paths.output_dir)
+    callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", cfg.get("checkpoint_every_n_steps"), preemption))
+    pruning = trial_pruning(cfg)
+    if pruning is not None:
+        callbacks.append(pruning)
+    return callbacks, pruning
+
+
+def trial_pruning(cfg: DictConfig):
+    """The Optuna pruning callback of a search job (``+optuna_trial=N``), else None: only
+    search jobs import cifar_lab.search, so training never needs Optuna."""
+    from cifar_lab.search.study import TRIAL_KEY
+
+    if cfg.get(TRIAL_KEY) is None:
+        return None
+    from cifar_lab.search.pruning import trial_pruning as pruning_callback
+
+    return pruning_callback(cfg)
+
+
+def fractional_epochs(cfg: DictConfig, datamodule) -> dict[str, int]:
+    """Trainer limits for ``epochs`` (may be fractional, e.g. airbench's 9.9; validate_config checked it)."""
+    epochs = cfg.epochs
+    world_size = global_batch(1, cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1))
+    per_rank = datamodule.num_train // world_size
+    steps_per_epoch = per_rank // datamodule.batch_size if datamodule.drop_last else -(-per_rank // datamodule.batch_size)
+    if steps_per_epoch < 1:
+        raise ConfigError(f"data.batch_size={datamodule.batch_size} is larger than the {per_rank} training images per device")
+    return {"max_epochs": math.ceil(epochs), "max_steps": math.ceil(epochs * steps_per_epoch)}
+
+
+def build_trainer(cfg: DictConfig, datamodule, module, callbacks: list[Any], loggers: list[Any], resume_from=None):
+    """The Lightning Trainer of cfg.trainer, with what the run adds to it.
+
+    ``resume_from``: (path, checkpoint dict) of a resumed run, handed to the checkpoint IO so
+    Lightning does not read the file a second time."""
+    from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO
+    from cifar_lab.runtime.distributed import route_ddp_children_through_job_config
+
+    extra: dict[str, Any] = {} if datamodule.val_size > 0 else {"limit_val_batches": 0}
+    if cfg.get("epochs") is not None:
+        extra.update(fractional_epochs(cfg, datamodule))
+    if cfg.trainer.get("profiler") is None:
+        from cifar_lab.training.profiling import NoProfiler
+
+        extra["profiler"] = NoProfiler()  # no profiling asked for: no per-hook cost either
+    checkpoint_io = SafeCheckpointIO(Path(cfg.paths.output_dir), clock=module.clock)
+    if resume_from is not None:
+        checkpoint_io.preload(*resume_from)
+    route_ddp_children_through_job_config()  # DDP ranks: the job's own config and folder
+    trainer = instantiate_at("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra)
+    # SIGTERM is ours (Preemption): Lightning's handler would stop without a consistent checkpoint
+    trainer._signal_connector.register_signal_handlers = lambda: None
+    return trainer

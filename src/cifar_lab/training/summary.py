@@ -1,0 +1,41 @@
+"""metrics.json of a finished run: the final metrics, the timings airbench counts, what ran."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The one-number entries of Lightning's callback_metrics, as floats."""
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def run_summary(cfg, trainer, module, datamodule, metrics: dict[str, float], test_seconds: float,
+                pruned_epoch: int | None, resumed: bool) -> dict[str, Any]:
+    """What metrics.json says of a run that finished training (completed, pruned or interrupted)."""
+    fit_time = module.clock.seconds
+    # images trained by this process (a resumed run's clock starts at its checkpoint)
+    trained_images = (trainer.global_step - module.steps_at_train_start) * datamodule.batch_size * trainer.world_size
+    summary = {
+        **{k: v for k, v in metrics.items() if k.split("/")[0] in ("train", "val", "test")},
+        # what airbench counts: data-driven init + training steps + the final (TTA) test pass,
+        # in every configuration: per-epoch validation and checkpoint writes are their own fields
+        "train_time_s": round(fit_time + test_seconds, 3),
+        "fit_time_s": round(fit_time, 3),
+        "test_time_s": round(test_seconds, 3),
+        "val_time_s": round(module.clock.excluded["validation"], 3),
+        "checkpoint_time_s": round(module.clock.excluded["checkpoint"], 3),
+        # outside train_time_s, as airbench's warm-up: cudnn autotuning, kernel loading (GPU)
+        "warmup_time_s": round(module.warmup_seconds, 3),
+        "train_images_per_s": round(trained_images / fit_time, 1) if fit_time > 0 else None,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "params": sum(p.numel() for p in module.net.parameters()),
+        "seed": cfg.seed,
+        "device": str(trainer.strategy.root_device),
+        "status": "interrupted" if trainer.interrupted else ("pruned" if pruned_epoch is not None else "completed"),
+        "resumed": resumed,
+    }
+    if pruned_epoch is not None:
+        summary["pruned_epoch"] = pruned_epoch
+    return summary

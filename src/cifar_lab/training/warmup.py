@@ -1,0 +1,44 @@
+"""Device warm-up before the training clock starts, as airbench excludes it from its times."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from cifar_lab.recipes.tta import tta_logits
+
+
+def warm_up_device(module) -> float:
+    """Throw-away train and TTA-eval passes at the real shapes; returns their seconds (0: skipped).
+
+    cudnn autotuning (trainer=gpu sets benchmark) and lazy kernel/library loading cost
+    seconds at the first step of each shape: part of a fresh process, not of training,
+    and airbench excludes them the same way. Weights, BN statistics and RNG are restored.
+    One CUDA device only: under DDP a stray backward would fire the gradient hooks.
+    """
+    trainer, device = module.trainer, module.device
+    datamodule = getattr(trainer, "datamodule", None)
+    if device.type != "cuda" or trainer.world_size != 1 or datamodule is None:
+        return 0.0
+    started = time.perf_counter()
+    net = module.net
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    shape = datamodule.train_sample(1, device=device).shape[1:]
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def batch(size: int) -> torch.Tensor:
+        return torch.randn(size, *shape, device=device, generator=generator)
+
+    with trainer.precision_plugin.forward_context():
+        for _ in range(2):
+            module(batch(datamodule.batch_size)).float().sum().backward()
+        net.eval()
+        with torch.no_grad():
+            tta_logits(module, batch(datamodule.eval_batch_size), module.hparams.tta_level)
+        net.train()
+    torch.linalg.eigh(torch.eye(4, device=device))  # the whitening init's solver
+    net.load_state_dict(state)
+    net.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    return time.perf_counter() - started
