@@ -26,13 +26,24 @@ from torch import nn
 from cifar_lab.models import FastNet
 
 CANDIDATES = [
-    ((64, 256, 256), 1024), ((64, 256, 256), 256), ((64, 192, 192), 256), ((48, 160, 160), 256),
-    ((32, 192, 192), 256), ((32, 160, 160), 256), ((32, 128, 128), 256),
+    ((64, 256, 256), 1024),
+    ((64, 256, 256), 256),
+    ((64, 192, 192), 256),
+    ((48, 160, 160), 256),
+    ((32, 192, 192), 256),
+    ((32, 160, 160), 256),
+    ((32, 128, 128), 256),
 ]
 
 
 def images_per_s(
-    widths: tuple[int, ...], batch: int, bf16: bool, steps: int, warmup: int, size: int = 32, frozen_groups: int = 0,
+    widths: tuple[int, ...],
+    batch: int,
+    bf16: bool,
+    steps: int,
+    warmup: int,
+    size: int = 32,
+    frozen_groups: int = 0,
     compiled: bool = False,
 ) -> tuple[float, float]:
     """Images/s of the timed steps, and the seconds the first step took."""
@@ -76,14 +87,19 @@ def main() -> None:
     if any(k not in (0, 1, 2, 3) for k in frozen):
         parser.error(f"--frozen-groups {args.frozen_groups}: each value must be 0..3 (FastNet has 3 conv groups)")
     modes = (False, True) if args.compile else (False,)
-    print("| widths | batch | size | frozen groups | compiled | images/s | first step (s) |\n|---|---|---|---|---|---|---|")
+    print(
+        "| widths | batch | size | frozen groups | compiled | images/s | first step (s) |\n|---|---|---|---|---|---|---|"
+    )
     for widths, batch in shapes:
         for size in sizes:
             for k in frozen:
                 for compiled in modes:
                     rate, first = images_per_s(widths, batch, not args.fp32, args.steps, args.warmup, size, k, compiled)
-                    print(f"| {'/'.join(map(str, widths))} | {batch} | {size} | {k} | {'yes' if compiled else 'no'} "
-                          f"| {rate:.0f} | {first:.1f} |", flush=True)
+                    print(
+                        f"| {'/'.join(map(str, widths))} | {batch} | {size} | {k} | {'yes' if compiled else 'no'} "
+                        f"| {rate:.0f} | {first:.1f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,13 @@ def _sync(device: torch.device) -> float:
 
 
 def run_plain_speed94(
-    arrays, epochs: float = 9.9, device: str = "cpu", seed: int = 0, bf16: bool = True,
-    widths: tuple[int, int, int] = (64, 256, 256), batch_size: int = 1024,
+    arrays,
+    epochs: float = 9.9,
+    device: str = "cpu",
+    seed: int = 0,
+    bf16: bool = True,
+    widths: tuple[int, int, int] = (64, 256, 256),
+    batch_size: int = 1024,
 ) -> dict[str, float]:
     torch.manual_seed(seed)
     torch.backends.cudnn.benchmark = True  # as trainer=gpu does for the Lightning run
@@ -43,12 +48,19 @@ def run_plain_speed94(
     test_y = torch.from_numpy(arrays.test_labels).long().to(dev)
 
     loader = DeviceLoader(
-        train_x, train_y, batch_size, shuffle=True, drop_last=True, seed=seed,
+        train_x,
+        train_y,
+        batch_size,
+        shuffle=True,
+        drop_last=True,
+        seed=seed,
         augment_spec=AugmentSpec(flip="alternating", translate=2),
     )
     total_steps = math.ceil(epochs * len(loader))
     net = FastNet(num_classes=arrays.num_classes, widths=list(widths)).to(dev).to(memory_format=torch.channels_last)
-    optimizer = decoupled_sgd(param_groups(net, False, 64.0), lr=11.5, momentum=0.85, weight_decay=0.0153, batch_size=batch_size)
+    optimizer = decoupled_sgd(
+        param_groups(net, False, 64.0), lr=11.5, momentum=0.85, weight_decay=0.0153, batch_size=batch_size
+    )
     apply_lr_scales(optimizer)
     scheduler = warmup_linear_decay(optimizer, total_steps, warmup_fraction=0.23, initial_factor=0.2, final_factor=0.07)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.2)

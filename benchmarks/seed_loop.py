@@ -45,9 +45,16 @@ def run_seed_loop(arrays, epochs: int = 10, device: str = "cpu", seed: int = 0) 
     testloader = torch.utils.data.DataLoader(testset, batch_size=32, shuffle=False)
 
     model = nn.Sequential(
-        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
-        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
-        nn.Flatten(), nn.Linear(128 * 8 * 8, 1024), nn.ReLU(), nn.Linear(1024, 10),
+        nn.Conv2d(3, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2),
+        nn.Flatten(),
+        nn.Linear(128 * 8 * 8, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 10),
     ).to(device)
     optimizer = optim.SGD(model.parameters(), lr=0.01)
     criterion = nn.CrossEntropyLoss()

@@ -74,14 +74,23 @@ def run_airbench(arrays, device: str, seed: int, workdir: Path, warmup: bool) ->
         order = np.random.default_rng(0).permutation(len(arrays.train_labels))
         train = (arrays.train_images[order], arrays.train_labels[order])
         for split, images, labels in (("train", *train), ("test", arrays.test_images, arrays.test_labels)):
-            torch.save({"images": torch.from_numpy(images), "labels": torch.from_numpy(labels), "classes": list(arrays.classes)}, data_dir / f"{split}.pt")
+            torch.save(
+                {
+                    "images": torch.from_numpy(images),
+                    "labels": torch.from_numpy(labels),
+                    "classes": list(arrays.classes),
+                },
+                data_dir / f"{split}.pt",
+            )
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
         torch.manual_seed(seed)
         test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
         # built outside the clock: data loading is not training time, for either system
-        train_loader = airbench.CifarLoader("cifar10", train=True, batch_size=1024, aug={"flip": True, "translate": 2}, altflip=True)
+        train_loader = airbench.CifarLoader(
+            "cifar10", train=True, batch_size=1024, aug={"flip": True, "translate": 2}, altflip=True
+        )
         if warmup:  # the first airbench run of this process
             airbench.warmup94(train_loader=train_loader, verbose=False)  # cudnn autotune, kernel loads
         torch.cuda.synchronize()
@@ -103,7 +112,9 @@ def _airbench_setup_seconds(airbench, repeats: int = 3) -> float:
     import torch
 
     if not hasattr(airbench, "make_net94"):
-        print("this airbench has no make_net94: its time includes building the net and the test loader", file=sys.stderr)
+        print(
+            "this airbench has no make_net94: its time includes building the net and the test loader", file=sys.stderr
+        )
         return 0.0
     times = []
     for _ in range(repeats):
@@ -120,9 +131,12 @@ def summarize(name: str, runs: list[dict]) -> dict:
     accs = [r["test/acc"] for r in runs]
     times = [r["train_time_s"] for r in runs]
     out = {
-        "system": name, "n": len(runs),
-        "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-        "time_median_s": statistics.median(times), "runs": runs,
+        "system": name,
+        "n": len(runs),
+        "acc_mean": statistics.mean(accs),
+        "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "time_median_s": statistics.median(times),
+        "runs": runs,
     }
     if all("fit_time_s" in r and "steps" in r for r in runs):
         out["s_per_step_median"] = statistics.median(r["fit_time_s"] / max(r["steps"], 1) for r in runs)
@@ -134,8 +148,15 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="folder/archive of train/<class>, test/<class> images")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--runs", type=int, default=3, help="seeds per system")
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+runs-1 (extend an earlier sample with fresh seeds)")
-    parser.add_argument("--systems", default="seed,exp_seed,plain94,speed94,airbench", help=f"comma-separated, from {','.join(SYSTEMS)}")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds are first-seed .. first-seed+runs-1 (extend an earlier sample with fresh seeds)",
+    )
+    parser.add_argument(
+        "--systems", default="seed,exp_seed,plain94,speed94,airbench", help=f"comma-separated, from {','.join(SYSTEMS)}"
+    )
     parser.add_argument("--seed-epochs", type=int, default=10, help="epochs of the seed loop / experiment=seed")
     parser.add_argument("--speed-epochs", type=float, default=9.9, help="epochs of plain94 / speed94")
     parser.add_argument("--cache-dir", default=None)
@@ -153,7 +174,9 @@ def main() -> None:
     arrays = load_arrays(data, args.cache_dir)
     workdir = Path(tempfile.mkdtemp(prefix="cifar_lab_bench_"))
     trainer = "trainer=gpu" if args.device == "cuda" else "trainer=cpu"
-    common = ["data=folder", f"data.path={data}", trainer] + ([f"paths.cache_dir={args.cache_dir}"] if args.cache_dir else [])
+    common = ["data=folder", f"data.path={data}", trainer] + (
+        [f"paths.cache_dir={args.cache_dir}"] if args.cache_dir else []
+    )
 
     if "airbench" in systems:
         try:
@@ -179,20 +202,30 @@ def main() -> None:
 
                 r = run_seed_loop(arrays, epochs=args.seed_epochs, device=args.device, seed=seed)
             elif system == "exp_seed":
-                r = run_train_py(["experiment=seed", *common, *FP32_NCHW, f"seed={seed}", f"trainer.max_epochs={args.seed_epochs}"], workdir)
+                r = run_train_py(
+                    ["experiment=seed", *common, *FP32_NCHW, f"seed={seed}", f"trainer.max_epochs={args.seed_epochs}"],
+                    workdir,
+                )
             elif system == "exp_seed_bf16":
-                r = run_train_py(["experiment=seed", *common, f"seed={seed}", f"trainer.max_epochs={args.seed_epochs}"], workdir)
+                r = run_train_py(
+                    ["experiment=seed", *common, f"seed={seed}", f"trainer.max_epochs={args.seed_epochs}"], workdir
+                )
             elif system == "plain94":
                 from plain_speed94 import run_plain_speed94
 
                 r = run_plain_speed94(arrays, epochs=args.speed_epochs, device=args.device, seed=seed, bf16=bf16)
             elif system == "speed94":
-                r = run_train_py(["experiment=speed94", *common, f"seed={seed}", f"epochs={args.speed_epochs}"], workdir)
+                r = run_train_py(
+                    ["experiment=speed94", *common, f"seed={seed}", f"epochs={args.speed_epochs}"], workdir
+                )
             elif system == "cpu90":
                 r = run_train_py(["experiment=cpu90", *common, f"seed={seed}"], workdir)
             else:
                 r = run_airbench(arrays, args.device, seed, workdir, warmup=seed == seeds[0])
-            r = {"seed": seed, **{k: r[k] for k in ("test/acc", "train_time_s", "fit_time_s", "steps", "wall_s", "setup_s") if k in r}}
+            r = {
+                "seed": seed,
+                **{k: r[k] for k in ("test/acc", "train_time_s", "fit_time_s", "steps", "wall_s", "setup_s") if k in r},
+            }
             print(f"# {system} seed={seed}: acc={r['test/acc']:.4f} time={r['train_time_s']:.2f}s", flush=True)
             results[system].append(r)
             partial.write_text(json.dumps(results, indent=2))  # a long run's finished jobs survive a crash
@@ -204,20 +237,43 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for s in summary:
         step = f"{s['s_per_step_median']:.4f}" if "s_per_step_median" in s else "-"
-        print(f"| {s['system']} | {s['n']} | {100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f}% | {s['time_median_s']:.2f} | {step} |")
+        print(
+            f"| {s['system']} | {s['n']} | {100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f}% | {s['time_median_s']:.2f} | {step} |"
+        )
     ratios = {}
-    for slow, fast in (("seed", "exp_seed"), ("exp_seed", "exp_seed_bf16"), ("plain94", "speed94"), ("airbench", "speed94"), ("speed94", "cpu90"), ("exp_seed", "cpu90")):
+    for slow, fast in (
+        ("seed", "exp_seed"),
+        ("exp_seed", "exp_seed_bf16"),
+        ("plain94", "speed94"),
+        ("airbench", "speed94"),
+        ("speed94", "cpu90"),
+        ("exp_seed", "cpu90"),
+    ):
         if slow in by_name and fast in by_name:
             ratios[f"{fast}/{slow} time"] = by_name[fast]["time_median_s"] / by_name[slow]["time_median_s"]
             if "s_per_step_median" in by_name[fast] and "s_per_step_median" in by_name[slow]:
-                ratios[f"{fast}/{slow} s/step"] = by_name[fast]["s_per_step_median"] / by_name[slow]["s_per_step_median"]
+                ratios[f"{fast}/{slow} s/step"] = (
+                    by_name[fast]["s_per_step_median"] / by_name[slow]["s_per_step_median"]
+                )
     if ratios:
         print("\n| ratio | value |\n|---|---|")
         for k, v in ratios.items():
             print(f"| {k} | {v:.3f} |")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": args.device, "data": Path(data).name, "runs": args.runs, "seeds": seeds, "summary": summary, "ratios": ratios}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "device": args.device,
+                "data": Path(data).name,
+                "runs": args.runs,
+                "seeds": seeds,
+                "summary": summary,
+                "ratios": ratios,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {out}")
 
 

@@ -56,10 +56,22 @@ def run_lightning(args: argparse.Namespace, seed: int, workdir: Path, extra: lis
     """``python train.py experiment=speed94`` of the checkout ``repo`` (its own src/ first on the path)."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     cmd = [
-        sys.executable, str(repo / "train.py"), "experiment=speed94", "data=synthetic", "trainer=cpu",
-        f"data.source.train_per_class={args.per_class}", "data.val_size=0", f"data.batch_size={args.batch}",
-        f"model.widths=[{args.widths}]", f"epochs={args.epochs(args)}", f"seed={seed}", f"cpu_threads={args.threads}",
-        "logger=none", f"trainer.precision={'bf16-mixed' if args.bf16 else '32-true'}", f"hydra.run.dir={run_dir}", *extra,
+        sys.executable,
+        str(repo / "train.py"),
+        "experiment=speed94",
+        "data=synthetic",
+        "trainer=cpu",
+        f"data.source.train_per_class={args.per_class}",
+        "data.val_size=0",
+        f"data.batch_size={args.batch}",
+        f"model.widths=[{args.widths}]",
+        f"epochs={args.epochs(args)}",
+        f"seed={seed}",
+        f"cpu_threads={args.threads}",
+        "logger=none",
+        f"trainer.precision={'bf16-mixed' if args.bf16 else '32-true'}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
@@ -75,13 +87,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--widths", default="8,8,8", help="FastNet's three group widths")
     parser.add_argument("--per-class", type=int, default=500, help="generated training images per class (10 classes)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: host work, not thread sync, is measured)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: host work, not thread sync, is measured)"
+    )
     parser.add_argument("--fp32", dest="bf16", action="store_false", help="fp32 instead of bf16 autocast")
     parser.add_argument("--lightning-extra", default="", help="extra overrides for the Lightning run, space-separated")
-    parser.add_argument("--compare", default=None, metavar="CHECKOUT",
-                        help="also run speed94 from another checkout (e.g. a git worktree of the previous commit): before/after")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
-                        help="also run speed94 with these space-separated overrides, e.g. 'no_log=~callbacks.epoch_log'")
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="CHECKOUT",
+        help="also run speed94 from another checkout (e.g. a git worktree of the previous commit): before/after",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help="also run speed94 with these space-separated overrides, e.g. 'no_log=~callbacks.epoch_log'",
+    )
     parser.add_argument("--json", default=None, help="also write the runs and the table here")
     args = parser.parse_args()
     if args.runs < 1 or args.steps < 1:
@@ -110,12 +133,17 @@ def main() -> None:
             results[name].append(run_lightning(args, seed, workdir, extra + overrides))
         for name in results:
             r = results[name][-1]
-            print(f"# {name} run {seed}: {1e6 * r['fit_time_s'] / r['steps']:.0f} us/step over {r['steps']} steps", flush=True)
+            print(
+                f"# {name} run {seed}: {1e6 * r['fit_time_s'] / r['steps']:.0f} us/step over {r['steps']} steps",
+                flush=True,
+            )
 
     us = {name: statistics.median(1e6 * r["fit_time_s"] / r["steps"] for r in runs) for name, runs in results.items()}
     precision = "bf16" if args.bf16 else "fp32"
-    print(f"\nFastNet widths {args.widths}, batch {args.batch}, {args.steps} steps, {precision}, "
-          f"{args.threads} thread(s), median of {args.runs}\n")
+    print(
+        f"\nFastNet widths {args.widths}, batch {args.batch}, {args.steps} steps, {precision}, "
+        f"{args.threads} thread(s), median of {args.runs}\n"
+    )
     print("| system | us/step (median) | min | max |\n|---|---|---|---|")
     for name, runs in results.items():
         per = [1e6 * r["fit_time_s"] / r["steps"] for r in runs]
@@ -127,8 +155,12 @@ def main() -> None:
         print(f"(speed94@compare: {args.compare})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "epochs"},
-                                               "us_per_step": us, "runs": results}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"args": {k: v for k, v in vars(args).items() if k != "epochs"}, "us_per_step": us, "runs": results},
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

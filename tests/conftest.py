@@ -71,7 +71,10 @@ def small_multirun(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sweep = tmp_path_factory.mktemp("small_multirun") / "sweep"
     result = subprocess.run(
         [sys.executable, "train.py", "-m", *SMALL_MULTIRUN, f"hydra.sweep.dir={sweep}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep

@@ -20,9 +20,7 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize(
-    "group,option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v)
-)
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v))
 def test_every_group_option_composes_and_validates(make_cfg, tmp_path, group, option):
     extra = [f"data.path={tmp_path}"] if (group, option) == ("data", "folder") else []
     cfg = make_cfg(f"{group}={option}", *extra, fast=False)
@@ -57,7 +55,10 @@ def test_experiment_seed_is_the_seed_documents_setup(make_cfg):
         ("data.flip=sideways", "data.flip='sideways' is not one of"),
         ("data.crop=-4", "data.crop=-4 must be a whole number of pixels >= 0"),
         ("data.crop_epochs=3", "data.crop_epochs=3 needs a crop size: set data.crop"),
-        ("data.crop=[24,28]", "data.crop has 2 size(s) but data.crop_epochs has 1 epoch count(s): give one count per size"),
+        (
+            "data.crop=[24,28]",
+            "data.crop has 2 size(s) but data.crop_epochs has 1 epoch count(s): give one count per size",
+        ),
         ("data.crop=[24,-1]", "data.crop=[24, -1] must be a whole number of pixels >= 0, or a list of them"),
         ("trainer.precision=7", "trainer.precision='7' is not one of"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 must be a positive integer"),
@@ -106,9 +107,18 @@ def test_crop_epochs_that_leave_no_full_size_epoch_are_refused(make_cfg, overrid
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["+callbacks.freeze.modules=layers.0", "+callbacks.freeze.from_epoch=1"], "callbacks.freeze.modules='layers.0' must be a list"),
-        (["+callbacks.freeze.modules=[layers.0]", "+callbacks.freeze.from_epoch=-1"], "callbacks.freeze.from_epoch=-1 must be a whole number >= 0"),
-        (["+callbacks.freeze.modules=[layers.0]", "+callbacks.freeze.from_epoch=13", "epochs=12.5"], "from_epoch=13 is not before the end of the 12.5 training epochs"),
+        (
+            ["+callbacks.freeze.modules=layers.0", "+callbacks.freeze.from_epoch=1"],
+            "callbacks.freeze.modules='layers.0' must be a list",
+        ),
+        (
+            ["+callbacks.freeze.modules=[layers.0]", "+callbacks.freeze.from_epoch=-1"],
+            "callbacks.freeze.from_epoch=-1 must be a whole number >= 0",
+        ),
+        (
+            ["+callbacks.freeze.modules=[layers.0]", "+callbacks.freeze.from_epoch=13", "epochs=12.5"],
+            "from_epoch=13 is not before the end of the 12.5 training epochs",
+        ),
     ],
 )
 def test_bad_freeze_settings_fail_before_any_work(make_cfg, overrides, message):
@@ -116,7 +126,16 @@ def test_bad_freeze_settings_fail_before_any_work(make_cfg, overrides, message):
     with pytest.raises(ConfigError) as err:
         validate_config(make_cfg("data=cifar10", freeze, *overrides, fast=False))
     assert message in str(err.value) and "\n" not in str(err.value)
-    validate_config(make_cfg("data=cifar10", freeze, "+callbacks.freeze.modules=[layers.0]", "+callbacks.freeze.from_epoch=12", "epochs=12.5", fast=False))
+    validate_config(
+        make_cfg(
+            "data=cifar10",
+            freeze,
+            "+callbacks.freeze.modules=[layers.0]",
+            "+callbacks.freeze.from_epoch=12",
+            "epochs=12.5",
+            fast=False,
+        )
+    )
 
 
 def test_synthetic_val_size_is_checked_against_its_size(make_cfg):
@@ -147,7 +166,10 @@ def test_unknown_model_lists_the_choices(make_cfg):
 def _run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "train.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -167,7 +189,8 @@ def test_cli_unknown_model_exits_nonzero_naming_the_choices(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flags,expected", [("fpu avx2 avx512f avx512_bf16", "bf16-mixed"), ("fpu avx2 amx_bf16", "bf16-mixed"), ("fpu avx2", "32-true")]
+    "flags,expected",
+    [("fpu avx2 avx512f avx512_bf16", "bf16-mixed"), ("fpu avx2 amx_bf16", "bf16-mixed"), ("fpu avx2", "32-true")],
 )
 def test_cpu_trainer_picks_bf16_only_where_the_cpu_has_it(tmp_path, flags, expected):
     from cifar_lab.config import cpu_precision
@@ -186,7 +209,9 @@ def test_cpu_trainer_resolves_precision(make_cfg):
     validate_config(cfg)
 
 
-@pytest.mark.parametrize(("cpu_max", "expected"), [(None, "affinity"), ("max 100000", "affinity"), ("150000 100000", 2), ("50000 100000", 1)])
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"), [(None, "affinity"), ("max 100000", "affinity"), ("150000 100000", 2), ("50000 100000", 1)]
+)
 def test_usable_cpus_respects_a_cgroup_quota(tmp_path, cpu_max, expected):
     import os
 

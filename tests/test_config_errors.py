@@ -18,7 +18,10 @@ def _run(script: str, *args: str, cwd: Path, importtime: bool = False) -> subpro
     flags = ["-X", "importtime"] if importtime else []
     return subprocess.run(
         [sys.executable, *flags, str(REPO_ROOT / script), *args, f"paths.log_dir={cwd}/out"],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -40,7 +43,9 @@ def test_config_errors_answer_before_torch_or_lightning_is_imported(tmp_path, ov
     assert result.returncode == 2, result.stderr[-2000:]
     assert _error_lines(result) == [message]
     imported = {
-        line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines() if line.startswith("import time:")
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
     }
     assert "cifar_lab" in imported  # -X importtime did report
     assert not imported & HEAVY, f"imported before the config check: {sorted(imported & HEAVY)}"
@@ -57,13 +62,27 @@ def test_a_value_a_data_source_rejects_is_one_line_naming_it(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data=folder", "data.source.on_size_mismatch=crop"], "data.source.on_size_mismatch='crop' must be one of: resize, error"),
-        ([LOOKAHEAD, "+callbacks.lookahead.every=0"],
-         "callbacks.lookahead: every=0 must be a positive integer (steps between pulls)"),
+        (
+            ["data=folder", "data.source.on_size_mismatch=crop"],
+            "data.source.on_size_mismatch='crop' must be one of: resize, error",
+        ),
+        (
+            [LOOKAHEAD, "+callbacks.lookahead.every=0"],
+            "callbacks.lookahead: every=0 must be a positive integer (steps between pulls)",
+        ),
         ([LOOKAHEAD, "+callbacks.lookahead.decay=1.5"], "callbacks.lookahead: decay=1.5 must be a number in [0, 1)"),
-        (["+callbacks.test_predictions.colour=red"], "callbacks.test_predictions: TestPredictions.__init__() got an unexpected keyword argument 'colour'"),
-        (["trainer.accelerator=nonsense"], "trainer: You selected an invalid accelerator name: `accelerator='nonsense'`."),
-        (["callbacks.model_checkpoint._target_=cifar_lab.nope.Checkpoint"], "callbacks.model_checkpoint: Error locating target 'cifar_lab.nope.Checkpoint'"),
+        (
+            ["+callbacks.test_predictions.colour=red"],
+            "callbacks.test_predictions: TestPredictions.__init__() got an unexpected keyword argument 'colour'",
+        ),
+        (
+            ["trainer.accelerator=nonsense"],
+            "trainer: You selected an invalid accelerator name: `accelerator='nonsense'`.",
+        ),
+        (
+            ["callbacks.model_checkpoint._target_=cifar_lab.nope.Checkpoint"],
+            "callbacks.model_checkpoint: Error locating target 'cifar_lab.nope.Checkpoint'",
+        ),
     ],
 )
 def test_a_value_a_constructor_rejects_is_one_config_error_naming_its_key(make_cfg, tmp_path, overrides, message):
@@ -85,7 +104,10 @@ def test_a_value_a_constructor_rejects_is_one_config_error_naming_its_key(make_c
         ("seed=-1", "seed=-1 must be a whole number from 0 to 4294967295 (what numpy and Lightning accept)"),
         ("seed=4294967296", "seed=4294967296 must be a whole number from 0 to 4294967295"),
         ("data.seed=-2", "data.seed=-2 must be a whole number from 0 to 4294967295"),
-        ("trainer.devices=0", "trainer.devices=0 must be a positive number of devices, a list of device ids (e.g. [0,1]), or auto"),
+        (
+            "trainer.devices=0",
+            "trainer.devices=0 must be a positive number of devices, a list of device ids (e.g. [0,1]), or auto",
+        ),
         ("trainer.devices=[]", "trainer.devices=[] must be a positive number of devices"),
         ("trainer.num_nodes=0", "trainer.num_nodes=0 must be a positive integer"),
     ],
@@ -104,16 +126,26 @@ def test_seeds_and_device_counts_are_checked_before_any_work(make_cfg, override,
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["experiment=speed94", "trainer.max_epochs=1"],
-         "trainer.max_epochs=1 would be ignored: epochs=9.9 sets the training length; use epochs=1 instead"),
-        (["experiment=speed94", "trainer.max_steps=50"],
-         "trainer.max_steps=50 would be ignored: epochs=9.9 sets the training length; add epochs=null to stop at trainer.max_steps"),
-        (["data.val_size=0", "+trainer.limit_val_batches=0.5"],
-         "trainer.limit_val_batches=0.5 would be ignored: data.val_size=0 turns validation off; set data.val_size=N (> 0) to validate"),
-        (["data.val_size=0", "callbacks.model_checkpoint.monitor=val/loss"],
-         "callbacks.model_checkpoint.monitor='val/loss' would be ignored: data.val_size=0 turns validation off"),
-        (["data.val_size=0", "callbacks.model_checkpoint.save_top_k=3"],
-         "callbacks.model_checkpoint.save_top_k=3 would be ignored: data.val_size=0 turns validation off"),
+        (
+            ["experiment=speed94", "trainer.max_epochs=1"],
+            "trainer.max_epochs=1 would be ignored: epochs=9.9 sets the training length; use epochs=1 instead",
+        ),
+        (
+            ["experiment=speed94", "trainer.max_steps=50"],
+            "trainer.max_steps=50 would be ignored: epochs=9.9 sets the training length; add epochs=null to stop at trainer.max_steps",
+        ),
+        (
+            ["data.val_size=0", "+trainer.limit_val_batches=0.5"],
+            "trainer.limit_val_batches=0.5 would be ignored: data.val_size=0 turns validation off; set data.val_size=N (> 0) to validate",
+        ),
+        (
+            ["data.val_size=0", "callbacks.model_checkpoint.monitor=val/loss"],
+            "callbacks.model_checkpoint.monitor='val/loss' would be ignored: data.val_size=0 turns validation off",
+        ),
+        (
+            ["data.val_size=0", "callbacks.model_checkpoint.save_top_k=3"],
+            "callbacks.model_checkpoint.save_top_k=3 would be ignored: data.val_size=0 turns validation off",
+        ),
     ],
 )
 def test_a_typed_value_the_run_would_replace_stops_with_what_to_type(make_cfg, overrides, message):
@@ -143,7 +175,9 @@ def test_typed_values_the_run_uses_pass(make_cfg, overrides):
 
 
 def test_the_cli_says_what_to_type_instead_of_training_the_recipes_length(tmp_path):
-    result = _run("train.py", "experiment=speed94", "data=synthetic", "trainer.max_epochs=1", cwd=tmp_path, importtime=True)
+    result = _run(
+        "train.py", "experiment=speed94", "data=synthetic", "trainer.max_epochs=1", cwd=tmp_path, importtime=True
+    )
     assert result.returncode == 2
     assert _error_lines(result) == [
         "error: trainer.max_epochs=1 would be ignored: epochs=9.9 sets the training length; use epochs=1 instead"
@@ -164,8 +198,11 @@ def _image_folder(root: Path, classes: list[str]) -> Path:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ("folder", "does not fit this data: its class names ['class_0', 'class_1', 'class_2', 'class_3']... differ from "
-                   "this data's ['airplane', 'automobile', 'bird', 'cat']...; score it on the data it was trained on"),
+        (
+            "folder",
+            "does not fit this data: its class names ['class_0', 'class_1', 'class_2', 'class_3']... differ from "
+            "this data's ['airplane', 'automobile', 'bird', 'cat']...; score it on the data it was trained on",
+        ),
         ("synthetic", "does not fit this data: it was trained on 10 classes, this data has 5"),
     ],
 )
@@ -176,9 +213,14 @@ def test_eval_refuses_a_checkpoint_trained_on_other_classes(small_multirun, tmp_
 
     ckpt = next(small_multirun.glob("*/checkpoints/last.ckpt"))  # data=synthetic: class_0 .. class_9
     cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    extra = (["data=folder", f"data.path={_image_folder(tmp_path / 'images', cifar)}"] if data == "folder"
-             else ["data=synthetic", "data.source.num_classes=5"])
-    cfg = compose_config([f"ckpt_path={ckpt}", *extra, "trainer=cpu", "logger=csv"], tmp_path / "run", config_name="eval")
+    extra = (
+        ["data=folder", f"data.path={_image_folder(tmp_path / 'images', cifar)}"]
+        if data == "folder"
+        else ["data=synthetic", "data.source.num_classes=5"]
+    )
+    cfg = compose_config(
+        [f"ckpt_path={ckpt}", *extra, "trainer=cpu", "logger=csv"], tmp_path / "run", config_name="eval"
+    )
     with pytest.raises(CheckpointError) as err:
         evaluate(cfg)
     assert message in str(err.value) and "\n" not in str(err.value)

@@ -12,14 +12,24 @@ from cifar_lab.config import global_batch
 from tests.conftest import REPO_ROOT
 
 DDP_ARGS = [
-    "data=synthetic", "model=seed_cnn", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-    "trainer.max_epochs=2", "trainer.precision=32-true", "logger=csv", "callbacks=none",
-    "data.batch_size=50", "data.val_size=100",
+    "data=synthetic",
+    "model=seed_cnn",
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.max_epochs=2",
+    "trainer.precision=32-true",
+    "logger=csv",
+    "callbacks=none",
+    "data.batch_size=50",
+    "data.val_size=100",
 ]
 
 
 def _run(args: list[str], cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_ddp_two_cpu_processes_share_one_output_folder(tmp_path):
@@ -40,8 +50,17 @@ def test_ddp_two_cpu_processes_share_one_output_folder(tmp_path):
 
 def test_ddp_inside_a_multirun_does_not_re_expand_the_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = _run(["-m", *DDP_ARGS, "trainer.max_epochs=1", "seed=0,1", f"hydra.sweep.dir={sweep_dir}",
-                   f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    result = _run(
+        [
+            "-m",
+            *DDP_ARGS,
+            "trainer.max_epochs=1",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep_dir}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1"], jobs  # children re-running '-m seed=0,1' would add jobs
@@ -62,8 +81,13 @@ def test_decoupled_lr_uses_the_global_batch(make_cfg):
 def test_slurm_launcher_config_composes_with_submitit_parameters(make_cfg):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = make_cfg(
-        "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=ddp", "trainer.devices=4",
-        "trainer.num_nodes=2", "hydra.launcher.timeout_min=30", fast=False,
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "trainer=ddp",
+        "trainer.devices=4",
+        "trainer.num_nodes=2",
+        "hydra.launcher.timeout_min=30",
+        fast=False,
     )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -71,7 +95,7 @@ def test_slurm_launcher_config_composes_with_submitit_parameters(make_cfg):
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
 
 
-NAN_ON_RANK_1 = '''
+NAN_ON_RANK_1 = """
 import os
 import sys
 
@@ -90,7 +114,7 @@ if os.environ.get("LOCAL_RANK", "0") == "1":  # only rank 1's loss turns NaN, fr
 from cifar_lab.tasks.train import main
 
 main()
-'''
+"""
 
 
 def test_nan_on_one_ddp_rank_stops_every_rank_at_that_step(tmp_path):
@@ -99,7 +123,9 @@ def test_nan_on_one_ddp_rank_stops_every_rank_at_that_step(tmp_path):
     script.write_text(NAN_ON_RANK_1)
     run_dir = tmp_path / "run"
     args = [*DDP_ARGS, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    result = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "error: the training loss became nan at step 3 (epoch 0) on rank 1 of 2" in result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())

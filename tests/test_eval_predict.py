@@ -69,9 +69,20 @@ def test_eval_reproduces_the_training_test_score(small_multirun, tmp_path):
     ckpt = next((job / "checkpoints").glob("epoch*.ckpt"))  # test_ckpt=best scored this one
     out = tmp_path / "eval"
     result = subprocess.run(
-        [sys.executable, "-m", "cifar_lab.tasks.eval", f"ckpt_path={ckpt}", "data=synthetic", "trainer=cpu", "seed=1",
-         f"hydra.run.dir={out}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "cifar_lab.tasks.eval",
+            f"ckpt_path={ckpt}",
+            "data=synthetic",
+            "trainer=cpu",
+            "seed=1",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -94,23 +105,47 @@ def test_eval_reproduces_the_training_test_score(small_multirun, tmp_path):
 
 def test_eval_with_tta_in_process(small_multirun, tmp_path):
     ckpt = _job(small_multirun, 0) / "checkpoints" / "last.ckpt"
-    cfg = compose_config([f"ckpt_path={ckpt}", "data=synthetic", "trainer=cpu", "logger=csv", "module.tta_level=1",
-                          "+trainer.enable_progress_bar=false"], tmp_path, config_name="eval")
+    cfg = compose_config(
+        [
+            f"ckpt_path={ckpt}",
+            "data=synthetic",
+            "trainer=cpu",
+            "logger=csv",
+            "module.tta_level=1",
+            "+trainer.enable_progress_bar=false",
+        ],
+        tmp_path,
+        config_name="eval",
+    )
     summary = evaluate(cfg)
     assert summary["tta_level"] == 1
     assert json.loads((tmp_path / "metrics.json").read_text())["test/acc"] == pytest.approx(summary["test/acc"])
 
 
 def test_eval_without_ckpt_path_is_one_line_and_exit_2():
-    result = subprocess.run([sys.executable, "eval.py", "data=synthetic"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "eval.py", "data=synthetic"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["error: ckpt_path is required: python eval.py ckpt_path=PATH/TO/checkpoint.ckpt"]
+    assert result.stderr.strip().splitlines() == [
+        "error: ckpt_path is required: python eval.py ckpt_path=PATH/TO/checkpoint.ckpt"
+    ]
 
 
 def test_eval_of_folder_data_without_a_path_is_one_line_and_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, "eval.py", f"ckpt_path={tmp_path / 'run.ckpt'}", "data=folder",
-                             f"hydra.run.dir={tmp_path / 'out'}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "eval.py",
+            f"ckpt_path={tmp_path / 'run.ckpt'}",
+            "data=folder",
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: data=folder needs a path: add data.path=PATH (a folder or .tar/.tar.gz/.zip with train/<class>/ and test/<class>/)"
@@ -174,9 +209,13 @@ def test_predict_classifies_image_files_of_any_size(small_multirun, tmp_path, ca
 
 def test_predict_console_script(small_multirun, tmp_path):
     ckpt = _job(small_multirun, 1) / "checkpoints" / "last.ckpt"
-    (path, _), = _test_images(tmp_path, seed=1, per_class=1)[:1]
-    result = subprocess.run([str(Path(sys.executable).with_name("cifar-lab")), "predict", "--ckpt", str(ckpt), str(path)],
-                            capture_output=True, text=True, timeout=120)
+    ((path, _),) = _test_images(tmp_path, seed=1, per_class=1)[:1]
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("cifar-lab")), "predict", "--ckpt", str(ckpt), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     name, probability = result.stdout.strip().split("\t")[1].split()
     assert name.startswith("class_") and 0.0 < float(probability) <= 1.0

@@ -20,8 +20,14 @@ from cifar_lab.errors import CheckpointError, ConfigError, DataError, NonFiniteL
 from cifar_lab.tasks.train import DiskFullError, train
 from tests.conftest import REPO_ROOT
 
-TINY = ["model=fast", "model.widths=[8,16,16]", "data.source.train_per_class=20", "data.val_size=20",
-        "data.batch_size=30", "logger=csv"]
+TINY = [
+    "model=fast",
+    "model.widths=[8,16,16]",
+    "data.source.train_per_class=20",
+    "data.val_size=20",
+    "data.batch_size=30",
+    "logger=csv",
+]
 
 
 def _outputs(run_dir: Path) -> set[str]:
@@ -69,10 +75,24 @@ def test_multirun_failed_job_keeps_the_other_jobs_results(tmp_path):
     """A diverging job (absurd lr) is marked failed; the sweep goes on and exits 0."""
     sweep = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, "train.py", "-m", "data=synthetic", "trainer=cpu", "trainer.max_epochs=1", *TINY,
-         "callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null",
-         "optimizer.lr=1e30,0.05", "scheduler=none", f"hydra.sweep.dir={sweep}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "data=synthetic",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            *TINY,
+            "callbacks.rich_progress_bar=null",
+            "callbacks.rich_model_summary=null",
+            "optimizer.lr=1e30,0.05",
+            "scheduler=none",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     failed, completed = (json.loads((sweep / str(i) / "metrics.json").read_text()) for i in (0, 1))
@@ -186,14 +206,20 @@ def test_bad_data_through_training_leaves_no_outputs(make_cfg, tmp_path, case):
     [
         (["model=resnet50"], "Available options in 'model'"),
         (["optimizer=adam"], "Available options in 'optimizer'"),
-        (["data=folder", "data.path=/nonexistent/cifar.tar"], "error: data.path='/nonexistent/cifar.tar' does not exist"),
+        (
+            ["data=folder", "data.path=/nonexistent/cifar.tar"],
+            "error: data.path='/nonexistent/cifar.tar' does not exist",
+        ),
         (["optimizer.lr=-0.1"], "error: optimizer.lr=-0.1 must be a positive number"),
     ],
 )
 def test_command_line_errors_are_one_line(tmp_path, args, expected):
     result = subprocess.run(
         [sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr[-2000:]
@@ -206,7 +232,9 @@ def test_corrupt_cache_is_rebuilt_in_a_training_run(make_cfg, tmp_path):
     from tests.data.conftest import pack, standard_files
 
     source = pack(standard_files(), tmp_path / "tiny.tar")
-    cfg = make_cfg("data=folder", f"data.path={source}", "data.val_size=2", "data.batch_size=4", "debug=default", "model=seed_cnn")
+    cfg = make_cfg(
+        "data=folder", f"data.path={source}", "data.val_size=2", "data.batch_size=4", "debug=default", "model=seed_cnn"
+    )
     train(cfg)
     caches = list((tmp_path / "cache").glob("*.npz"))
     assert len(caches) == 1 and not list((tmp_path / "cache").glob(".*.tmp"))

@@ -75,15 +75,21 @@ def test_a_freeze_after_the_last_epoch_is_refused():
 def test_the_frozen_group_keeps_its_weights_end_to_end(make_cfg, tmp_path):
     """Checkpoints after each epoch: layers.0 stops changing at from_epoch, layers.1 does not."""
     cfg = make_cfg(
-        "model=fast", "model.widths=[8,16,16]", "trainer.max_epochs=3",
-        "callbacks.model_checkpoint.save_top_k=-1", "+callbacks.model_checkpoint.every_n_epochs=1",
+        "model=fast",
+        "model.widths=[8,16,16]",
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.save_top_k=-1",
+        "+callbacks.model_checkpoint.every_n_epochs=1",
         "+callbacks.freeze._target_=cifar_lab.recipes.freezing.FreezeLayers",
-        "+callbacks.freeze.modules=[layers.0]", "+callbacks.freeze.from_epoch=1",
+        "+callbacks.freeze.modules=[layers.0]",
+        "+callbacks.freeze.from_epoch=1",
     )
     summary = train(cfg)
     assert summary["status"] == "completed"
     weights = [
-        torch.load(tmp_path / "checkpoints" / f"epoch{epoch:03d}.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        torch.load(tmp_path / "checkpoints" / f"epoch{epoch:03d}.ckpt", map_location="cpu", weights_only=False)[
+            "state_dict"
+        ]
         for epoch in range(3)
     ]
     group1 = [k for k in weights[0] if k.startswith("net.layers.0.") and "conv" in k]

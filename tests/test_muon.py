@@ -18,8 +18,12 @@ SGD_ARGS = dict(lr=11.5, momentum=0.85, weight_decay=0.0153, batch_size=256)
 def _net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 6, 3, bias=True), nn.Flatten(), nn.LazyLinear(3),
+        nn.Conv2d(3, 8, 3, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 3, bias=True),
+        nn.Flatten(),
+        nn.LazyLinear(3),
     )
 
 
@@ -55,7 +59,9 @@ def test_orthogonalize_puts_every_singular_value_near_one(shape):
 
 def test_filters_go_to_muon_and_the_rest_to_decoupled_sgd():
     net = _built(_net())
-    optimizer = decoupled_muon(param_groups(net, False, norm_lr_scale=64.0), muon_lr=0.05, muon_momentum=0.9, **SGD_ARGS)
+    optimizer = decoupled_muon(
+        param_groups(net, False, norm_lr_scale=64.0), muon_lr=0.05, muon_momentum=0.9, **SGD_ARGS
+    )
     apply_lr_scales(optimizer)
     muon = [p for g in optimizer.param_groups if g["muon"] for p in g["params"]]
     assert {id(p) for p in muon} == {id(net[0].weight), id(net[3].weight)}
@@ -158,6 +164,10 @@ def test_bad_muon_config_fails_before_any_work(make_cfg, override, message):
 
 
 def test_optimizer_muon_trains_fastnet_end_to_end(make_cfg, tmp_path):
-    summary = train(make_cfg("model=fast", "model.widths=[16,32,32]", "optimizer=muon", "optimizer.muon_lr=0.1", "trainer.max_epochs=3"))
+    summary = train(
+        make_cfg(
+            "model=fast", "model.widths=[16,32,32]", "optimizer=muon", "optimizer.muon_lr=0.1", "trainer.max_epochs=3"
+        )
+    )
     assert summary["status"] == "completed"
     assert summary["test/acc"] > 0.5  # 10 synthetic classes: chance is 0.1

@@ -16,7 +16,9 @@ def _execute(name: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) ->
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # the kernel inherits the environment: the parameters
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     return notebook
 
 
@@ -25,8 +27,12 @@ def _outputs(notebook: nbformat.NotebookNode, mime: str) -> int:
 
 
 def _stream_text(notebook: nbformat.NotebookNode) -> str:
-    return "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
-                   if out.get("output_type") == "stream")
+    return "".join(
+        out.get("text", "")
+        for cell in notebook.cells
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "stream"
+    )
 
 
 def test_data_tour_runs_on_synthetic_data(monkeypatch, tmp_path):
@@ -38,8 +44,12 @@ def test_data_tour_runs_on_synthetic_data(monkeypatch, tmp_path):
 
 def test_results_runs_on_a_multirun(small_multirun, monkeypatch):
     notebook = _execute("results.ipynb", {"CIFAR_LAB_RUN": str(small_multirun)}, monkeypatch)
-    markdown = "".join(out["data"].get("text/markdown", "") for cell in notebook.cells
-                       for out in cell.get("outputs", []) if "data" in out)
+    markdown = "".join(
+        out["data"].get("text/markdown", "")
+        for cell in notebook.cells
+        for out in cell.get("outputs", [])
+        if "data" in out
+    )
     assert "| optimizer.lr=0.01 | 2 | 0 |" in markdown and "4 jobs, 0 failed" in markdown
     # report plot, learning curves, confusion matrix (+ mistakes unless the best job made none)
     assert _outputs(notebook, "image/png") >= 3

@@ -59,7 +59,9 @@ def test_decoupled_sgd_matches_airbench_sum_loss_update():
     ks = 1024 * (1 + 1 / (1 - momentum))
     opt_ours = decoupled_sgd(ours.parameters(), lr=lr, momentum=momentum, weight_decay=wd, batch_size=batch)
     air_lr, air_wd = lr / ks, wd * batch / ks
-    opt_theirs = torch.optim.SGD(theirs.parameters(), lr=air_lr, weight_decay=air_wd / air_lr, momentum=momentum, nesterov=True)
+    opt_theirs = torch.optim.SGD(
+        theirs.parameters(), lr=air_lr, weight_decay=air_wd / air_lr, momentum=momentum, nesterov=True
+    )
     for _ in range(3):
         for model, opt, reduction in ((ours, opt_ours, "mean"), (theirs, opt_theirs, "sum")):
             opt.zero_grad()

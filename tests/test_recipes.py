@@ -47,9 +47,10 @@ def test_tta_levels_average_the_documented_views():
         tta_logits(net, images, 3)
 
 
-
 @pytest.mark.parametrize("val_tta_level, expected_val", [(None, {2}), (0, {0})])
-def test_val_tta_level_sets_the_validation_views_and_leaves_the_test_pass_alone(make_cfg, monkeypatch, val_tta_level, expected_val):
+def test_val_tta_level_sets_the_validation_views_and_leaves_the_test_pass_alone(
+    make_cfg, monkeypatch, val_tta_level, expected_val
+):
     import cifar_lab.training.module
 
     seen: dict[str, set[int]] = {"val": set(), "test": set()}
@@ -111,8 +112,15 @@ def test_lookahead_rejects_bad_arguments():
 
 def test_speed94_recipe_runs_end_to_end_with_fractional_epochs(make_cfg, tmp_path):
     cfg = make_cfg(
-        "experiment=speed94", "data=synthetic", "trainer=cpu", "data.val_size=0", "data.batch_size=100", "data.eval_batch_size=100",
-        "epochs=1.5", "model.widths=[8,16,16]", fast=False,
+        "experiment=speed94",
+        "data=synthetic",
+        "trainer=cpu",
+        "data.val_size=0",
+        "data.batch_size=100",
+        "data.eval_batch_size=100",
+        "epochs=1.5",
+        "model.widths=[8,16,16]",
+        fast=False,
     )
     summary = train(cfg)
     # synthetic: 1000 train images / 100 = 10 steps an epoch; 1.5 epochs = 15 steps
@@ -126,14 +134,23 @@ def test_speed94_recipe_runs_end_to_end_with_fractional_epochs(make_cfg, tmp_pat
     from cifar_lab.runtime.checkpoint import load_trained
 
     loaded = load_trained(tmp_path / "checkpoints" / "last.ckpt")
-    assert loaded.raw["global_step"] == 15 and sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert loaded.raw["global_step"] == 15 and sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "last.ckpt"
+    ]
     assert sum(p.numel() for p in loaded.net.parameters()) == metrics["params"]
 
 
 def test_speed96_recipe_composes_airbench96_and_runs(make_cfg, tmp_path):
     cfg = make_cfg(
-        "experiment=speed96", "data=synthetic", "trainer=cpu", "data.val_size=0", "data.batch_size=100", "data.eval_batch_size=100",
-        "epochs=1", "model.widths=[8,16,16]", fast=False,
+        "experiment=speed96",
+        "data=synthetic",
+        "trainer=cpu",
+        "data.val_size=0",
+        "data.batch_size=100",
+        "data.eval_batch_size=100",
+        "epochs=1",
+        "model.widths=[8,16,16]",
+        fast=False,
     )
     assert cfg.model.residual is True and cfg.data.cutout == 12 and cfg.data.translate == 4
     assert cfg.optimizer.lr == 9.0 and cfg.scheduler.final_factor == 0.0 and cfg.epochs == 1
@@ -157,8 +174,14 @@ def test_cpu90_recipe_composes_for_cpus_and_trains_small_then_full_size(make_cfg
     assert cfg.data.crop == 28 and 0 < cfg.data.crop_epochs < cfg.epochs
     assert cfg.callbacks.lookahead is not None and cfg.module.whitening_init  # speed94's pieces
     cfg = make_cfg(
-        "experiment=cpu90", "data=synthetic", "data.batch_size=100", "data.eval_batch_size=100",
-        "epochs=2", "data.crop_epochs=1", "model.widths=[8,16,16]", fast=False,
+        "experiment=cpu90",
+        "data=synthetic",
+        "data.batch_size=100",
+        "data.eval_batch_size=100",
+        "epochs=2",
+        "data.crop_epochs=1",
+        "model.widths=[8,16,16]",
+        fast=False,
     )
     from cifar_lab.models import FastNet
 
@@ -186,7 +209,9 @@ def test_whitening_bias_freezes_after_its_epochs(monkeypatch):
     from cifar_lab.models import FastNet
     from cifar_lab.training.module import ImageClassifier
 
-    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=2)
+    module = ImageClassifier(
+        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=2
+    )
     monkeypatch.setattr(ImageClassifier, "current_epoch", property(lambda self: self._epoch))
     kept = []
     for epoch in range(4):
@@ -207,7 +232,9 @@ def test_whitening_bias_gradient_stops_on_one_device(monkeypatch, world_size, st
     from cifar_lab.models import FastNet
     from cifar_lab.training.module import ImageClassifier
 
-    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=1)
+    module = ImageClassifier(
+        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=1
+    )
     monkeypatch.setattr(ImageClassifier, "current_epoch", property(lambda self: self._epoch))
     monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: SimpleNamespace(world_size=world_size)))
     module._epoch = 0
@@ -234,7 +261,9 @@ def test_whitening_eps_reaches_the_init(monkeypatch, eps, low, high):
     from cifar_lab.training.module import ImageClassifier
 
     images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whitening_eps=eps)
+    module = ImageClassifier(
+        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whitening_eps=eps
+    )
     datamodule = SimpleNamespace(train_sample=lambda n, device: images[:n])
     monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: SimpleNamespace(datamodule=datamodule)))
     module._init_whitening()
@@ -253,9 +282,15 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
     from cifar_lab.models import FastNet
     from cifar_lab.training.module import ImageClassifier
 
-    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, tta_level=2)
-    datamodule = SimpleNamespace(batch_size=16, eval_batch_size=8, train_sample=lambda n, device: torch.zeros(n, 3, 32, 32))
-    trainer = SimpleNamespace(datamodule=datamodule, world_size=1, precision_plugin=SimpleNamespace(forward_context=nullcontext))
+    module = ImageClassifier(
+        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, tta_level=2
+    )
+    datamodule = SimpleNamespace(
+        batch_size=16, eval_batch_size=8, train_sample=lambda n, device: torch.zeros(n, 3, 32, 32)
+    )
+    trainer = SimpleNamespace(
+        datamodule=datamodule, world_size=1, precision_plugin=SimpleNamespace(forward_context=nullcontext)
+    )
     monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: trainer))
     calls = []
     original_forward = ImageClassifier.forward

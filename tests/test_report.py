@@ -69,17 +69,21 @@ def test_report_of_a_multirun_with_failed_jobs(small_multirun, tmp_path, capsys)
 
 def test_module_entry_point_writes_next_to_the_jobs(small_multirun, tmp_path):
     sweep = _copy_without_checkpoints(small_multirun, tmp_path / "sweep")
-    result = subprocess.run([sys.executable, "-m", "cifar_lab.tasks.report", str(sweep)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_lab.tasks.report", str(sweep)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "4 jobs" in result.stdout
     assert {p.name for p in sweep.glob("report.*")} == {"report.csv", "report.md", "report.png"}
 
 
-@pytest.mark.parametrize("make_path, message", [
-    (lambda tmp: tmp / "missing", "does not exist"),
-    (lambda tmp: tmp, "no jobs found"),
-])
+@pytest.mark.parametrize(
+    "make_path, message",
+    [
+        (lambda tmp: tmp / "missing", "does not exist"),
+        (lambda tmp: tmp, "no jobs found"),
+    ],
+)
 def test_bad_report_path_is_one_line_and_exit_2(tmp_path, capsys, make_path, message):
     assert cli.main(["report", str(make_path(tmp_path))]) == 2
     err = capsys.readouterr().err
@@ -122,12 +126,24 @@ def test_optuna_search_resumes_and_records_a_failed_trial(tmp_path):
     """Launch 1: one trial that fails (batch larger than the data) -> NaN -> a FAIL trial, and
     the command still succeeds. Launch 2, same command: the study resumes from its sqlite file;
     job folder 1 is trial 1. The report lists both."""
-    common = [sys.executable, "train.py", "hparams_search=optuna", "data=synthetic", "model=seed_cnn",
-              "trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=none",
-              "callbacks=none", f"paths.log_dir={tmp_path}", "hydra.sweeper.n_trials=1"]
+    common = [
+        sys.executable,
+        "train.py",
+        "hparams_search=optuna",
+        "data=synthetic",
+        "model=seed_cnn",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "logger=none",
+        "callbacks=none",
+        f"paths.log_dir={tmp_path}",
+        "hydra.sweeper.n_trials=1",
+    ]
     for batch_size in (4096, 64):
-        result = subprocess.run(common + [f"data.batch_size={batch_size}"], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            common + [f"data.batch_size={batch_size}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "optuna" / "train"
     with sqlite3.connect(sweep / "optuna.db") as db:

@@ -118,8 +118,11 @@ def test_killed_runs_resume_to_the_same_weights_and_metrics(tmp_path):
 
     # 4: SIGKILL of the run started with exactly the printed command
     proc = subprocess.Popen(
-        [sys.executable, "train.py", *resume_args], cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "train.py", *resume_args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     kills.append(_interrupt_after(proc, run_dir, min(kills[-1][1] + 1, TOTAL_STEPS - 3), signal.SIGKILL))
     assert proc.wait(60) == -signal.SIGKILL

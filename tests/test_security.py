@@ -18,8 +18,14 @@ from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO, load_checkpoint
 from cifar_lab.tasks.train import train
 from tests.data.conftest import image_bytes, pack, standard_files
 
-TINY = ["model=fast", "model.widths=[8,16,16]", "data.source.train_per_class=20", "data.val_size=20",
-        "data.batch_size=30", "logger=tensorboard"]
+TINY = [
+    "model=fast",
+    "model.widths=[8,16,16]",
+    "data.source.train_per_class=20",
+    "data.val_size=20",
+    "data.batch_size=30",
+    "logger=tensorboard",
+]
 
 
 def _tree(root: Path) -> set[str]:
@@ -98,7 +104,7 @@ def test_crafted_zip_members_are_ignored_or_rejected_and_nothing_is_written(tmp_
     linked = pack(standard_files(), tmp_path / "link.zip")
     with zipfile.ZipFile(linked, "a") as zf:
         info = zipfile.ZipInfo("train/cat/link.png")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, str(outside / "target.png"))
     with pytest.raises(DataError, match="'train/cat/link.png' .* is not a readable image"):
         ImageFolderSource(str(linked), cache_dir=str(tmp_path / "cache2")).load()

@@ -145,12 +145,23 @@ def test_multirun_writes_one_result_per_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
         [
-            sys.executable, str(REPO_ROOT / "train.py"), "-m",
-            "data=synthetic", "model=seed_cnn", "trainer=cpu", "trainer.max_epochs=1",
-            "logger=csv", "callbacks=none", "seed=0,1",
-            f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
+            sys.executable,
+            str(REPO_ROOT / "train.py"),
+            "-m",
+            "data=synthetic",
+            "model=seed_cnn",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            "logger=csv",
+            "callbacks=none",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep_dir}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
         ],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(p.parent.name for p in sweep_dir.glob("*/metrics.json"))
@@ -163,8 +174,14 @@ def test_multirun_writes_one_result_per_job(tmp_path):
 @pytest.mark.skipif(not SHARED_ARCHIVE.is_file(), reason=f"real data not found at {SHARED_ARCHIVE}")
 def test_real_data_one_short_epoch_beats_chance_clearly(make_cfg, tmp_path):
     cfg = make_cfg(
-        "data=folder", f"data.path={SHARED_ARCHIVE}", "model=fast", "data.val_size=0",
-        "trainer.limit_train_batches=20", "logger=none", "optimizer.lr=0.5", "module.label_smoothing=0.2",
+        "data=folder",
+        f"data.path={SHARED_ARCHIVE}",
+        "model=fast",
+        "data.val_size=0",
+        "trainer.limit_train_batches=20",
+        "logger=none",
+        "optimizer.lr=0.5",
+        "module.label_smoothing=0.2",
     )
     summary = train(cfg)
     assert summary["steps"] == 20
@@ -212,9 +229,22 @@ def test_lean_recipe_prints_one_line_per_epoch_and_no_unactionable_warnings(tmp_
     """speed94 has no progress bar: each epoch prints one line (epoch, loss, accuracy, images/s,
     elapsed, time left), and nothing a user can neither act on nor understand."""
     result = subprocess.run(
-        [sys.executable, "train.py", "experiment=speed94", "data=synthetic", "trainer=cpu", "data.batch_size=50",
-         "model.widths=[8,16,16]", "epochs=2.5", "logger=none", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "train.py",
+            "experiment=speed94",
+            "data=synthetic",
+            "trainer=cpu",
+            "data.batch_size=50",
+            "model.widths=[8,16,16]",
+            "epochs=2.5",
+            "logger=none",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     console = result.stdout + result.stderr
@@ -224,7 +254,9 @@ def test_lean_recipe_prints_one_line_per_epoch_and_no_unactionable_warnings(tmp_
     assert all("left ~" in line for line in lines[:-1]) and "left ~" not in lines[-1]
     assert "LeafSpec" not in console and "logging interval" not in console
     logged = (tmp_path / "train.log").read_text().splitlines()
-    assert sum("cifar_lab.training.callbacks" in line and " epoch " in line for line in logged) == 3  # in the run's log too
+    assert (
+        sum("cifar_lab.training.callbacks" in line and " epoch " in line for line in logged) == 3
+    )  # in the run's log too
 
 
 def test_module_setattr_fast_path_stores_values_as_nn_module_would():
@@ -291,8 +323,18 @@ def test_train_metrics_are_logged_once_per_epoch_with_every_step_in_them(make_cf
 
     monkeypatch.setattr(ImageClassifier, "log", log)
     monkeypatch.setattr(ImageClassifier, "training_step", step)
-    summary = train(make_cfg("data=synthetic", "trainer=cpu", "callbacks.rich_progress_bar=null", "model=seed_cnn",
-                             "data.val_size=0", "data.batch_size=100", "epochs=2.5", fast=False))
+    summary = train(
+        make_cfg(
+            "data=synthetic",
+            "trainer=cpu",
+            "callbacks.rich_progress_bar=null",
+            "model=seed_cnn",
+            "data.val_size=0",
+            "data.batch_size=100",
+            "epochs=2.5",
+            fast=False,
+        )
+    )
     assert summary["steps"] == 25  # 10 steps an epoch, 2.5 epochs
     assert [s for name, s in logged if name == "train/loss"] == [10, 20, 25]
     last_epoch = [loss for epoch, loss in losses if epoch == 2]

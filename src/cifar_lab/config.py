@@ -27,7 +27,9 @@ TEST_CKPT = ("best", "last")
 # training-set sizes of sources whose size is known without reading them
 _KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int | None]] = {
     "cifar_lab.data.sources.TorchvisionCIFAR10": lambda src: 50_000,
-    "cifar_lab.data.sources.SyntheticSource": lambda src: _positive_product(src.get("num_classes"), src.get("train_per_class")),
+    "cifar_lab.data.sources.SyntheticSource": lambda src: _positive_product(
+        src.get("num_classes"), src.get("train_per_class")
+    ),
 }
 # what numpy's and Lightning's seeding accept
 MAX_SEED = 2**32 - 1
@@ -130,7 +132,7 @@ def instantiate_at(key: str, node: Any, **kwargs: Any) -> Any:
         if isinstance(cause, CifarLabError):
             raise cause from None
         lines = str(exc).splitlines()
-        inner = next((line[len("full_key: "):] for line in lines if line.startswith("full_key: ")), "")
+        inner = next((line[len("full_key: ") :] for line in lines if line.startswith("full_key: ")), "")
         where = f"{key}.{inner}" if inner else key
         if isinstance(cause, (ValueError, TypeError)) or type(cause).__name__ == "MisconfigurationException":
             message = " ".join(str(cause).split()) or type(cause).__name__
@@ -195,6 +197,7 @@ def crop_stages(crop: Any, crop_epochs: Any) -> tuple[tuple[int, int], ...]:
     28); full-size images follow. Shared by the config check and the data loader, so both
     accept and refuse the same values.
     """
+
     def whole_numbers(value: Any, key: str, unit: str) -> list[Any]:
         is_list = isinstance(value, (list, tuple, ListConfig))
         values = list(value) if is_list else [value]
@@ -257,7 +260,10 @@ def validate_data_config(cfg: DictConfig) -> None:
     _positive_int(cfg, "data.batch_size")
     _positive_int(cfg, "data.eval_batch_size")
     val_size = _get(cfg, "data.val_size")
-    _require(_is_int(val_size) and val_size >= 0, f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)")
+    _require(
+        _is_int(val_size) and val_size >= 0,
+        f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)",
+    )
     flip = _get(cfg, "data.flip")
     _require(flip in FLIP_MODES, f"data.flip={flip!r} is not one of: {', '.join(FLIP_MODES)}")
     for key in ("data.translate", "data.cutout"):
@@ -292,7 +298,10 @@ def validate_data_config(cfg: DictConfig) -> None:
             raise ConfigError(
                 "data=folder needs a path: add data.path=PATH (a folder or .tar/.tar.gz/.zip with train/<class>/ and test/<class>/)"
             ) from None
-        _require(Path(str(path)).expanduser().exists(), f"data.path={path!r} does not exist: point it at a folder or archive of train/ and test/ images")
+        _require(
+            Path(str(path)).expanduser().exists(),
+            f"data.path={path!r} does not exist: point it at a folder or archive of train/ and test/ images",
+        )
     if target in _KNOWN_TRAIN_SIZE:
         n_train = _KNOWN_TRAIN_SIZE[target](source)
         if n_train is not None:  # None: the source's own constructor refuses its size, naming the key
@@ -304,17 +313,27 @@ def validate_data_config(cfg: DictConfig) -> None:
 
 def _validate_optimization(cfg: DictConfig) -> None:
     _require(_get(cfg, "model._target_", None) is not None, "model has no _target_: pick one with model=NAME")
-    _require(_get(cfg, "optimizer._target_", None) is not None, "optimizer has no _target_: pick one with optimizer=NAME")
+    _require(
+        _get(cfg, "optimizer._target_", None) is not None, "optimizer has no _target_: pick one with optimizer=NAME"
+    )
     lr = _get(cfg, "optimizer.lr")
     _require(_is_number(lr) and lr > 0, f"optimizer.lr={lr!r} must be a positive number")
     weight_decay = _get(cfg, "optimizer.weight_decay", 0.0)
-    _require(_is_number(weight_decay) and weight_decay >= 0, f"optimizer.weight_decay={weight_decay!r} must be a number >= 0")
+    _require(
+        _is_number(weight_decay) and weight_decay >= 0, f"optimizer.weight_decay={weight_decay!r} must be a number >= 0"
+    )
     momentum = _get(cfg, "optimizer.momentum", 0.0)
     _require(_is_number(momentum) and 0 <= momentum < 1, f"optimizer.momentum={momentum!r} must be in [0, 1)")
     muon_lr = _get(cfg, "optimizer.muon_lr", 1.0)
-    _require(_is_number(muon_lr) and muon_lr > 0, f"optimizer.muon_lr={muon_lr!r} must be > 0 (airbench94_muon: 0.24 at batch 2000)")
+    _require(
+        _is_number(muon_lr) and muon_lr > 0,
+        f"optimizer.muon_lr={muon_lr!r} must be > 0 (airbench94_muon: 0.24 at batch 2000)",
+    )
     muon_momentum = _get(cfg, "optimizer.muon_momentum", 0.0)
-    _require(_is_number(muon_momentum) and 0 <= muon_momentum < 1, f"optimizer.muon_momentum={muon_momentum!r} must be in [0, 1)")
+    _require(
+        _is_number(muon_momentum) and 0 <= muon_momentum < 1,
+        f"optimizer.muon_momentum={muon_momentum!r} must be in [0, 1)",
+    )
     keys = ("tta_level", "val_tta_level", "norm_lr_scale", "whitening_eps", "whiten_bias_epochs", "label_smoothing")
     present = {key: _get(cfg, f"module.{key}", _ABSENT) for key in keys}
     validate_module_options({key: value for key, value in present.items() if value is not _ABSENT})
@@ -335,7 +354,10 @@ def validate_module_options(options: dict[str, Any]) -> None:
         allowed = "" if key == "tta_level" else ", or null (as tta_level)"
         _require(level is None or level in TTA_LEVELS, f"module.{key}={level!r} is not one of {TTA_LEVELS}{allowed}")
     scale = options.get("norm_lr_scale", 1.0)
-    _require(_is_number(scale) and scale > 0, f"module.norm_lr_scale={scale!r} must be a number > 0 (1: the same lr as the rest)")
+    _require(
+        _is_number(scale) and scale > 0,
+        f"module.norm_lr_scale={scale!r} must be a number > 0 (1: the same lr as the rest)",
+    )
     whitening_eps = options.get("whitening_eps", 5e-4)
     _require(
         _is_number(whitening_eps) and whitening_eps > 0,
@@ -353,7 +375,9 @@ def validate_module_options(options: dict[str, Any]) -> None:
 def check_schedule(warmup_fraction: Any, initial_factor: Any, final_factor: Any) -> None:
     """The warm-up schedules' shape (torch-free: the config check and cifar_lab.training.optim share it)."""
     for key, value, high in (
-        ("warmup_fraction", warmup_fraction, 1.0), ("initial_factor", initial_factor, None), ("final_factor", final_factor, None)
+        ("warmup_fraction", warmup_fraction, 1.0),
+        ("initial_factor", initial_factor, None),
+        ("final_factor", final_factor, None),
     ):
         ok = _is_number(value) and value >= 0 and (high is None or value < high)
         span = f"in [0, {high:g})" if high is not None else ">= 0"
@@ -367,7 +391,10 @@ def check_freeze(modules: Any, from_epoch: Any) -> None:
         isinstance(names, list) and len(names) > 0 and all(isinstance(m, str) and m for m in names),
         f"callbacks.freeze.modules={names!r} must be a list of submodule names of the net, e.g. [whiten, layers.0]",
     )
-    _require(_is_int(from_epoch) and from_epoch >= 0, f"callbacks.freeze.from_epoch={from_epoch!r} must be a whole number >= 0")
+    _require(
+        _is_int(from_epoch) and from_epoch >= 0,
+        f"callbacks.freeze.from_epoch={from_epoch!r} must be a whole number >= 0",
+    )
 
 
 def check_freeze_fits(from_epoch: int, epochs: float | None) -> None:
@@ -403,8 +430,10 @@ def _validate_trainer(cfg: DictConfig) -> None:
     device_count(_get(cfg, "trainer.devices", 1))
     node_count(_get(cfg, "trainer.num_nodes", 1))
     threads = _get(cfg, "cpu_threads", None)
-    _require(threads is None or (_is_int(threads) and threads > 0),
-             f"cpu_threads={threads!r} must be a positive integer, or null for one per usable core")
+    _require(
+        threads is None or (_is_int(threads) and threads > 0),
+        f"cpu_threads={threads!r} must be a positive integer, or null for one per usable core",
+    )
     _validate_resume(cfg)
 
 
@@ -413,11 +442,16 @@ def _validate_resume(cfg: DictConfig) -> None:
     resume, ckpt_path = _get(cfg, "resume", None), _get(cfg, "ckpt_path", None)
     _require(resume in (None, "latest"), f"resume={resume!r} must be null or 'latest' (or give ckpt_path=PATH)")
     every = _get(cfg, "checkpoint_every_n_steps", None)
-    _require(every is None or (_is_int(every) and every >= 1),
-             f"checkpoint_every_n_steps={every!r} must be a positive integer or null")
+    _require(
+        every is None or (_is_int(every) and every >= 1),
+        f"checkpoint_every_n_steps={every!r} must be a positive integer or null",
+    )
     _require(not (resume and ckpt_path), "set either resume=latest or ckpt_path=PATH, not both")
     if ckpt_path is not None:
-        _require(Path(str(ckpt_path)).is_file(), f"ckpt_path={ckpt_path!r} is not a file: give the path of a .ckpt to resume from")
+        _require(
+            Path(str(ckpt_path)).is_file(),
+            f"ckpt_path={ckpt_path!r} is not a file: give the path of a .ckpt to resume from",
+        )
 
 
 def typed_keys() -> set[str]:

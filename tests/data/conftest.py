@@ -18,8 +18,7 @@ CLASS_COLORS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "frog": (30, 30, 200
 PER_SPLIT = {"train": 4, "test": 2}
 
 
-def image_bytes(color: tuple[int, int, int] = (0, 0, 0), size: tuple[int, int] = (32, 32),
-                fmt: str = "PNG") -> bytes:
+def image_bytes(color: tuple[int, int, int] = (0, 0, 0), size: tuple[int, int] = (32, 32), fmt: str = "PNG") -> bytes:
     """An encoded solid-colour image."""
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format=fmt)

@@ -28,7 +28,9 @@ class _ClassSortedSource:
 
 
 def _datamodule(seed: int = 0, val_size: int = 500) -> CIFARDataModule:
-    dm = CIFARDataModule(_ClassSortedSource(), val_size=val_size, batch_size=16, mean=[0, 0, 0], std=[1, 1, 1], seed=seed)
+    dm = CIFARDataModule(
+        _ClassSortedSource(), val_size=val_size, batch_size=16, mean=[0, 0, 0], std=[1, 1, 1], seed=seed
+    )
     dm.setup("fit")
     return dm
 
@@ -45,7 +47,9 @@ def test_init_sample_of_a_class_sorted_source_has_every_class_at_its_share():
 def test_init_sample_is_seeded_by_data_seed():
     def sample(seed: int) -> np.ndarray:
         dm = _datamodule(seed=seed, val_size=0)
-        dm._splits["train"][0][:] = np.arange(len(dm._splits["train"][0]))[:, None, None, None] % 251  # tell images apart
+        dm._splits["train"][0][:] = (
+            np.arange(len(dm._splits["train"][0]))[:, None, None, None] % 251
+        )  # tell images apart
         return dm.train_sample(300).numpy()
 
     assert np.array_equal(sample(0), sample(0)) and not np.array_equal(sample(0), sample(1))

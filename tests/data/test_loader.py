@@ -180,8 +180,14 @@ def test_crop_larger_than_the_images_is_one_clear_line():
 @pytest.mark.parametrize(
     "bad",
     [
-        dict(flip="sideways"), dict(translate=-1), dict(cutout=1.5), dict(crop=-2), dict(crop_epochs=3),
-        dict(crop=[4, 6], crop_epochs=[1]), dict(crop=[4, 0], crop_epochs=[1, 1]), dict(crop=[], crop_epochs=[]),
+        dict(flip="sideways"),
+        dict(translate=-1),
+        dict(cutout=1.5),
+        dict(crop=-2),
+        dict(crop_epochs=3),
+        dict(crop=[4, 6], crop_epochs=[1]),
+        dict(crop=[4, 0], crop_epochs=[1, 1]),
+        dict(crop=[], crop_epochs=[]),
     ],
 )
 def test_bad_augment_spec_is_one_clear_line(bad):

@@ -80,13 +80,28 @@ def test_seed_cnn_matches_the_seed_network() -> None:
     assert n_params(model) == expected == 8_475_530
     kinds = [type(m) for m in model]
     assert kinds == [
-        nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, nn.MaxPool2d,
-        nn.Flatten, nn.Linear, nn.ReLU, nn.Linear,
+        nn.Conv2d,
+        nn.ReLU,
+        nn.MaxPool2d,
+        nn.Conv2d,
+        nn.ReLU,
+        nn.MaxPool2d,
+        nn.Flatten,
+        nn.Linear,
+        nn.ReLU,
+        nn.Linear,
     ]
     seed = nn.Sequential(  # the seed document's network, written out as it has it
-        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
-        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
-        nn.Flatten(), nn.Linear(128 * 8 * 8, 1024), nn.ReLU(), nn.Linear(1024, 10),
+        nn.Conv2d(3, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2),
+        nn.Flatten(),
+        nn.Linear(128 * 8 * 8, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 10),
     )
     seed.load_state_dict(model.state_dict())  # same keys and shapes
     x = torch.randn(2, 3, 32, 32)
@@ -207,9 +222,7 @@ def test_reference_parameter_counts() -> None:
         (WideResNet, {"depth": True}, "model.depth"),
     ],
 )
-def test_invalid_hyperparameters_raise_one_line_config_error(
-    cls: type[nn.Module], kwargs: dict, field: str
-) -> None:
+def test_invalid_hyperparameters_raise_one_line_config_error(cls: type[nn.Module], kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         cls(num_classes=10, **kwargs)
     assert str(info.value).startswith(field) and "\n" not in str(info.value)

@@ -77,12 +77,9 @@ def _check_labels(split: str, labels: np.ndarray, count: int, num_classes: int) 
         kind = getattr(labels, "dtype", type(labels).__name__)
         raise DataError(f"{split}_labels must be an int64 numpy array, got {kind}")
     if labels.shape != (count,):
-        raise DataError(
-            f"{split}_labels must have shape ({count},) to match {split}_images, got {labels.shape}"
-        )
+        raise DataError(f"{split}_labels must have shape ({count},) to match {split}_images, got {labels.shape}")
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
         raise DataError(
-            f"{split}_labels must be in [0, {num_classes}) for {num_classes} classes, "
-            f"found values in [{low}, {high}]"
+            f"{split}_labels must be in [0, {num_classes}) for {num_classes} classes, found values in [{low}, {high}]"
         )

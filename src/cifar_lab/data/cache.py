@@ -83,8 +83,12 @@ def save_arrays(path: Path, arrays: ImageArrays) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        log.warning("could not write the data cache to '%s' (%s); set paths.cache_dir or "
-                    "CIFAR_LAB_CACHE_DIR to a writable folder", path.parent, exc)
+        log.warning(
+            "could not write the data cache to '%s' (%s); set paths.cache_dir or "
+            "CIFAR_LAB_CACHE_DIR to a writable folder",
+            path.parent,
+            exc,
+        )
         return
     try:
         with os.fdopen(fd, "wb") as f:
@@ -100,8 +104,12 @@ def save_arrays(path: Path, arrays: ImageArrays) -> None:
         # No fsync: a file cut short by a power loss fails load_arrays' checks and is rebuilt.
         os.replace(tmp, path)
     except OSError as exc:
-        log.warning("could not write the data cache '%s' (%s); set paths.cache_dir or "
-                    "CIFAR_LAB_CACHE_DIR to a writable folder with free space", path, exc)
+        log.warning(
+            "could not write the data cache '%s' (%s); set paths.cache_dir or "
+            "CIFAR_LAB_CACHE_DIR to a writable folder with free space",
+            path,
+            exc,
+        )
         _remove(Path(tmp))
 
 
@@ -117,8 +125,7 @@ def load_arrays(path: Path) -> ImageArrays | None:
         return _read(path)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         # DataError (a failed ImageArrays check) is a ValueError too.
-        log.warning("data cache '%s' is unreadable (%s); deleting it and decoding again",
-                    path, _one_line(exc))
+        log.warning("data cache '%s' is unreadable (%s); deleting it and decoding again", path, _one_line(exc))
         _remove(path)
         return None
 

@@ -124,8 +124,7 @@ class ImageFolderSource:
     ) -> None:
         if on_size_mismatch not in _SIZE_MODES:
             raise DataError(
-                f"data.source.on_size_mismatch={on_size_mismatch!r} must be one of: "
-                f"{', '.join(_SIZE_MODES)}"
+                f"data.source.on_size_mismatch={on_size_mismatch!r} must be one of: {', '.join(_SIZE_MODES)}"
             )
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise DataError(f"data.source.image_size={image_size!r} must be a positive integer")
@@ -173,8 +172,14 @@ def decode_image_folder(path: Path, image_size: int = 32, on_size_mismatch: str 
         layout = _Layout.from_listing(path, files, dirs)
         arrays, resized = _decode_all(container, layout, image_size, on_size_mismatch)
     if resized:
-        log.warning("resized %d of %d images in '%s' to %dx%d (set data.source.on_size_mismatch=error "
-                    "to reject them instead)", resized, layout.count, path, image_size, image_size)
+        log.warning(
+            "resized %d of %d images in '%s' to %dx%d (set data.source.on_size_mismatch=error to reject them instead)",
+            resized,
+            layout.count,
+            path,
+            image_size,
+            image_size,
+        )
     log.info("decoded %r from '%s' in %.1f s", arrays, path, time.perf_counter() - start)
     return arrays
 
@@ -210,8 +215,7 @@ def _decode_all(
             # PIL's own message for an unknown format names a BytesIO object, not the file.
             reason = "unknown format" if isinstance(exc, UnidentifiedImageError) else _one_line(exc)
             raise DataError(
-                f"'{name}' in '{layout.source}' is not a readable image ({reason}); "
-                f"delete or replace it"
+                f"'{name}' in '{layout.source}' is not a readable image ({reason}); delete or replace it"
             ) from exc
         if size != (image_size, image_size):
             if on_size_mismatch == "error":
@@ -237,8 +241,7 @@ def _check_source_path(path: Path) -> Path:
     """Fail early, in one line, on a source path that cannot be a dataset."""
     if not path.exists():
         raise DataError(
-            f"data path '{path}' does not exist (resolved: '{path.resolve()}'); "
-            f"set data.path to {_LAYOUT_HINT}"
+            f"data path '{path}' does not exist (resolved: '{path.resolve()}'); set data.path to {_LAYOUT_HINT}"
         )
     if path.is_dir():
         return path
@@ -477,10 +480,7 @@ def _class_members(source: Path, split: str, file_parts: dict, dir_parts: dict) 
         if parts[0] != split:
             continue
         if len(parts) == 2:
-            raise DataError(
-                f"'{name}' in '{source}' is not inside a class folder; "
-                f"move it to {split}/<class>/"
-            )
+            raise DataError(f"'{name}' in '{source}' is not inside a class folder; move it to {split}/<class>/")
         by_class.setdefault(parts[1], []).append(name)
     if not by_class:
         raise DataError(f"'{split}/' in '{source}' has no class folders; expected {split}/<class>/*")
@@ -534,8 +534,12 @@ class SyntheticSource:
         noise: float = 0.5,  # std of the pixel noise, relative to the pattern's (~1)
         seed: int = 0,
     ) -> None:
-        for name, value in (("num_classes", num_classes), ("train_per_class", train_per_class),
-                            ("test_per_class", test_per_class), ("image_size", image_size)):
+        for name, value in (
+            ("num_classes", num_classes),
+            ("train_per_class", train_per_class),
+            ("test_per_class", test_per_class),
+            ("image_size", image_size),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DataError(f"data.source.{name}={value!r} must be a positive integer")
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:

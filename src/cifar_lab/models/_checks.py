@@ -25,9 +25,7 @@ def check_num_classes(value: object, model: str) -> int:
 def check_int(value: object, name: str, model: str, minimum: int = 1) -> int:
     """An integer hyperparameter >= minimum (bools are rejected: True is not a width)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(
-            f"model.{name}={value!r} is invalid for {model}: it must be an integer >= {minimum}"
-        )
+        raise ConfigError(f"model.{name}={value!r} is invalid for {model}: it must be an integer >= {minimum}")
     return value
 
 

@@ -128,9 +128,7 @@ class FastNet(nn.Module):
                 f"model.kernel_size={ks} is invalid for FastNet: the whitening kernel must be 1..9 "
                 "so 32x32 inputs still reach the 3x3 head (airbench uses 2)"
             )
-        momentum = check_float(
-            batchnorm_momentum, "batchnorm_momentum", name, 0.0, 1.0, high_open=True
-        )
+        momentum = check_float(batchnorm_momentum, "batchnorm_momentum", name, 0.0, 1.0, high_open=True)
         eps = check_float(batchnorm_eps, "batchnorm_eps", name, 0.0, 1.0, low_open=True)
         self.scaling_factor = check_float(
             scaling_factor, "scaling_factor", name, 0.0, float("inf"), low_open=True, high_open=True

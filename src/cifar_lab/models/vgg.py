@@ -9,7 +9,24 @@ from cifar_lab.models._checks import check_float, check_num_classes
 
 # Channel counts of the 13 conv layers; "M" is a 2x2 max-pool. Five pools take 32x32 to 1x1.
 VGG16_CFG: tuple[int | str, ...] = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
 )
 
 

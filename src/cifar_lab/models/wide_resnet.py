@@ -45,17 +45,14 @@ class WideResNet(nn.Module):
     the two convs of each block (the paper uses 0.3 for long schedules; 0 here).
     """
 
-    def __init__(
-        self, num_classes: int, *, depth: int = 16, width: int = 8, dropout: float = 0.0
-    ) -> None:
+    def __init__(self, num_classes: int, *, depth: int = 16, width: int = 8, dropout: float = 0.0) -> None:
         super().__init__()
         name = "WideResNet"
         k = check_num_classes(num_classes, name)
         d = check_int(depth, "depth", name, minimum=1)
         if d < 10 or (d - 4) % 6 != 0:
             raise ConfigError(
-                f"model.depth={depth} is invalid for WideResNet: depth must be 6n+4 "
-                "(e.g. 16, 22, 28, 40)"
+                f"model.depth={depth} is invalid for WideResNet: depth must be 6n+4 (e.g. 16, 22, 28, 40)"
             )
         w = check_int(width, "width", name, minimum=1)
         p = check_float(dropout, "dropout", name, 0.0, 1.0, high_open=True)

@@ -68,7 +68,9 @@ class FreezeLayers(pl.Callback):
     def frozen(self, trainer: pl.Trainer) -> bool:
         return trainer.current_epoch >= self.from_epoch
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         # checked every step, not at epoch start: Lightning skips on_train_epoch_start when it
         # resumes from a checkpoint written mid-epoch
         if self.frozen(trainer) and trainer.world_size == 1 and not self._applied:

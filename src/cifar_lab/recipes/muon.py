@@ -61,7 +61,9 @@ class MuonWithSGD(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         ns_steps: int = 3,
     ) -> None:
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, muon=False, ns_steps=ns_steps)
+        defaults = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, muon=False, ns_steps=ns_steps
+        )
         super().__init__(params, defaults)
         for group in self.param_groups:
             if group["muon"] and any(p.ndim < 2 for p in group["params"]):
@@ -131,8 +133,12 @@ def decoupled_muon(
         if others:
             groups.append({**group, "params": others})
         if filters:
-            groups.append({"params": filters, "muon": True, "lr": muon_lr, "momentum": muon_momentum, "weight_decay": 0.0})
-    return MuonWithSGD(groups, lr=sgd_lr, momentum=momentum, nesterov=nesterov, weight_decay=sgd_decay, ns_steps=ns_steps)
+            groups.append(
+                {"params": filters, "muon": True, "lr": muon_lr, "momentum": muon_momentum, "weight_decay": 0.0}
+            )
+    return MuonWithSGD(
+        groups, lr=sgd_lr, momentum=momentum, nesterov=nesterov, weight_decay=sgd_decay, ns_steps=ns_steps
+    )
 
 
 def _as_groups(params: Iterable[Any]) -> list[dict[str, Any]]:

@@ -51,7 +51,7 @@ def load_trained(path: str | os.PathLike) -> LoadedCheckpoint:
         net = instantiate(extra["model_config"])(num_classes=len(classes))
     except Exception as err:  # a model_config this version of cifar_lab cannot build
         raise CheckpointError(f"{path}: cannot rebuild its model ({str(err).splitlines()[0][:200]})") from None
-    weights = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    weights = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)
     except RuntimeError as err:
@@ -81,8 +81,12 @@ def class_mismatch(theirs: list[str], ours: list[str]) -> str | None:
 
 def check_resumable(checkpoint: dict[str, Any], module, batch_size: int, path: str | os.PathLike) -> None:
     """One CheckpointError line when ``checkpoint`` was trained with another model, data or batch size."""
-    problems = _config_differences(checkpoint, module) or _weight_differences(checkpoint["state_dict"], module.state_dict())
-    loader_states = (((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("state_dict") or {}).get("combined_loader") or []
+    problems = _config_differences(checkpoint, module) or _weight_differences(
+        checkpoint["state_dict"], module.state_dict()
+    )
+    loader_states = (((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("state_dict") or {}).get(
+        "combined_loader"
+    ) or []
     for state in loader_states[:1]:
         if isinstance(state, dict) and state.get("batch_size") not in (None, batch_size):
             problems.append(f"it trained with data.batch_size={state['batch_size']}, this run has {batch_size}")
@@ -114,10 +118,14 @@ def _weight_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[st
     reshaped = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
     if reshaped:
         k = reshaped[0]
-        return [f"{k} has shape {list(theirs[k].shape)} there, {list(ours[k].shape)} here ({len(reshaped)} tensors differ)"]
+        return [
+            f"{k} has shape {list(theirs[k].shape)} there, {list(ours[k].shape)} here ({len(reshaped)} tensors differ)"
+        ]
     if missing or unexpected:
-        return [f"its weights {'lack ' + missing[0] if missing else 'have an extra ' + unexpected[0]} "
-                f"({len(missing)} missing, {len(unexpected)} extra)"]
+        return [
+            f"its weights {'lack ' + missing[0] if missing else 'have an extra ' + unexpected[0]} "
+            f"({len(missing)} missing, {len(unexpected)} extra)"
+        ]
     return []
 
 

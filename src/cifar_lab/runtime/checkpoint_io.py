@@ -94,7 +94,7 @@ def _relative_paths(checkpoint: dict[str, Any], run_dir: Path, target: Path) -> 
     def rel(text: str) -> str:
         if text == str(run_dir):
             return RUN_MARKER
-        return RUN_MARKER + "/" + text[len(prefix):].replace(os.sep, "/") if text.startswith(prefix) else text
+        return RUN_MARKER + "/" + text[len(prefix) :].replace(os.sep, "/") if text.startswith(prefix) else text
 
     out = {k: (v if k == "state_dict" else _map_strings(v, rel)) for k, v in checkpoint.items()}
     out[_RUN_DIR_KEY] = os.path.relpath(run_dir, target.parent)
@@ -111,7 +111,7 @@ def _absolute_paths(checkpoint: dict[str, Any], ckpt_dir: Path) -> dict[str, Any
         if text == RUN_MARKER:
             return run_dir
         if text.startswith(RUN_MARKER + "/"):
-            return os.path.join(run_dir, *text[len(RUN_MARKER) + 1:].split("/"))
+            return os.path.join(run_dir, *text[len(RUN_MARKER) + 1 :].split("/"))
         return text
 
     return {k: (v if k == "state_dict" else _map_strings(v, absolute)) for k, v in checkpoint.items()}
@@ -153,4 +153,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if self._preloaded is not None and self._preloaded[0] == resolved:
             checkpoint, self._preloaded = self._preloaded[1], None
             return checkpoint
-        return load_checkpoint(path, map_location="cpu" if map_location is None or callable(map_location) else map_location)
+        return load_checkpoint(
+            path, map_location="cpu" if map_location is None or callable(map_location) else map_location
+        )

@@ -24,9 +24,12 @@ def job_subprocess_command(local_rank: int) -> tuple[Sequence[str], str]:
     job_dir = Path(hydra_cfg.runtime.output_dir)
     script = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).exists() else Path(get_original_cwd()) / sys.argv[0]
     command = [
-        sys.executable, str(script),
-        "--config-path", str(job_dir / hydra_cfg.output_subdir),
-        "--config-name", "config",
+        sys.executable,
+        str(script),
+        "--config-path",
+        str(job_dir / hydra_cfg.output_subdir),
+        "--config-name",
+        "config",
         f"hydra.run.dir={job_dir}",
         f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",
         "hydra.output_subdir=null",

@@ -45,8 +45,15 @@ def confusion_figure(matrix: torch.Tensor, classes: Sequence[str]) -> Figure:
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     accuracy = float(matrix.diag().sum() / matrix.sum().clamp(min=1))
     ax.set_title(f"confusion matrix (accuracy {accuracy:.3f})")
     return figure
@@ -75,8 +82,7 @@ def misclassified_figure(
 ) -> Figure:
     """The most confident mistakes: 'predicted p (true)' above each image."""
     titles = [
-        f"{classes[int(p)]} {float(c):.2f}\n(true: {classes[int(t)]})"
-        for t, p, c in zip(labels, predicted, confidence)
+        f"{classes[int(p)]} {float(c):.2f}\n(true: {classes[int(t)]})" for t, p, c in zip(labels, predicted, confidence)
     ]
     figure = image_grid_figure(pixels, titles)
     figure.suptitle("most confident mistakes: predicted, probability (true class)", fontsize=9)

@@ -19,7 +19,9 @@ def route_library_logs_through_hydra() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
 
 
 def display_path(path: str | Path) -> str:
@@ -45,7 +47,7 @@ def log_hparams(loggers: list[Any], cfg: DictConfig, summary: dict[str, Any]) ->
     }
     # paths inside the run folder (e.g. the checkpoint folder) as <run>/...: no user folders in logs
     run_dir = str(Path(cfg.paths.output_dir).resolve())
-    params = _map_strings(params, lambda s: RUN_MARKER + s[len(run_dir):] if s.startswith(run_dir) else s)
+    params = _map_strings(params, lambda s: RUN_MARKER + s[len(run_dir) :] if s.startswith(run_dir) else s)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             # at the last step, beside the test metrics: without a step TensorBoard files the

@@ -125,7 +125,9 @@ def resume_path(cfg) -> Path | None:
         return None
     found = [p for p in (find_latest(d) for d in checkpoint_dirs(cfg)) if p is not None]
     if not found:
-        log.warning("resume=latest: no checkpoint in %s yet, starting from scratch", display_path(checkpoint_dirs(cfg)[0]))
+        log.warning(
+            "resume=latest: no checkpoint in %s yet, starting from scratch", display_path(checkpoint_dirs(cfg)[0])
+        )
         return None
     latest = max(found, key=lambda p: p.stat().st_mtime_ns)
     log.info("resume=latest: continuing from %s", display_path(latest))

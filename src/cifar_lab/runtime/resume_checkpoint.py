@@ -39,7 +39,9 @@ class ResumeCheckpoint(Checkpoint):
             for stale in self.path.parent.glob(".*.ckpt.*.tmp"):
                 stale.unlink(missing_ok=True)
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
         self._loader_states = list((fit_loop.get("state_dict") or {}).get("combined_loader") or [])
 

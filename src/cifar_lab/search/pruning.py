@@ -46,8 +46,9 @@ class TrialPruning(pl.Callback):
             trainer.should_stop = True
             if trainer.is_global_zero:
                 self.trial.set_user_attr(PRUNED_ATTR, epoch)
-                log.info("trial %d pruned after epoch %d (%s below the pruner's bar)",
-                         self.trial.number, epoch, self.monitor)
+                log.info(
+                    "trial %d pruned after epoch %d (%s below the pruner's bar)", self.trial.number, epoch, self.monitor
+                )
 
 
 def trial_pruning(cfg: DictConfig) -> TrialPruning | None:

@@ -55,7 +55,9 @@ def _load_study(root: Path, storage: str | None, study_name: str | None) -> Any:
     names = [s.study_name for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)]
     if study_name is None:
         if len(names) != 1:
-            raise SearchConfigError(f"{url} holds {len(names)} studies ({', '.join(names) or 'none'}): pick one with --study NAME")
+            raise SearchConfigError(
+                f"{url} holds {len(names)} studies ({', '.join(names) or 'none'}): pick one with --study NAME"
+            )
         study_name = names[0]
     elif study_name not in names:
         raise SearchConfigError(f"no study {study_name!r} in {url} (it holds: {', '.join(names) or 'none'})")
@@ -97,8 +99,9 @@ def _importances(study: Any) -> tuple[dict[str, float] | None, str | None]:
         return None, f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
 
 
-def build_search_report(root: Path, out: Path, storage: str | None = None, study_name: str | None = None,
-                        plot: bool = True) -> SearchReport:
+def build_search_report(
+    root: Path, out: Path, storage: str | None = None, study_name: str | None = None, plot: bool = True
+) -> SearchReport:
     """Read the study and its job folders; write report.csv, report.md and report.png to ``out``."""
     from cifar_lab.runtime.io import atomic_write_bytes
 
@@ -108,8 +111,13 @@ def build_search_report(root: Path, out: Path, storage: str | None = None, study
     for trial in study.get_trials(deepcopy=False):
         metrics = _job_metrics(root, trial.number)
         state = STATE_NAMES.get(trial.state.name, trial.state.name.lower())
-        value = trial.value if state == "complete" else trial.intermediate_values.get(trial.last_step) if (
-            state == "pruned" and trial.last_step is not None) else None
+        value = (
+            trial.value
+            if state == "complete"
+            else trial.intermediate_values.get(trial.last_step)
+            if (state == "pruned" and trial.last_step is not None)
+            else None
+        )
         epochs = trial.user_attrs.get(PRUNED_ATTR) if state == "pruned" else metrics.get("epochs")
         rows.append(TrialRow(trial.number, state, value, dict(trial.params), epochs, metrics.get("test/acc")))
     rows.sort(key=lambda r: _sort_key(r, maximize))
@@ -151,8 +159,10 @@ def table(report: SearchReport) -> tuple[list[str], list[list[str]]]:
         value = _cell(row.value)
         if row.state == "pruned" and row.value is not None:
             value = f"({value} at prune)"
-        body.append([str(row.number), row.state, value, _cell(row.epochs), _cell(row.test_acc)]
-                    + [_cell(row.params.get(n)) for n in names])
+        body.append(
+            [str(row.number), row.state, value, _cell(row.epochs), _cell(row.test_acc)]
+            + [_cell(row.params.get(n)) for n in names]
+        )
     return header, body
 
 
@@ -165,9 +175,16 @@ def to_csv(report: SearchReport) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["trial", "state", "objective", "epochs", "test/acc"] + names)
     for row in report.rows:
-        writer.writerow([row.number, row.state, "" if row.value is None or row.state != "complete" else row.value,
-                         "" if row.epochs is None else row.epochs, "" if row.test_acc is None else row.test_acc]
-                        + ["" if row.params.get(n) is None else row.params[n] for n in names])
+        writer.writerow(
+            [
+                row.number,
+                row.state,
+                "" if row.value is None or row.state != "complete" else row.value,
+                "" if row.epochs is None else row.epochs,
+                "" if row.test_acc is None else row.test_acc,
+            ]
+            + ["" if row.params.get(n) is None else row.params[n] for n in names]
+        )
     return buffer.getvalue()
 
 
@@ -180,15 +197,20 @@ def counts(report: SearchReport) -> dict[str, int]:
 
 def to_markdown(report: SearchReport) -> str:
     header, body = table(report)
-    lines = [f"Study `{report.study_name}` ({report.direction}): "
-             + ", ".join(f"{n} {state}" for state, n in counts(report).items()), ""]
+    lines = [
+        f"Study `{report.study_name}` ({report.direction}): "
+        + ", ".join(f"{n} {state}" for state, n in counts(report).items()),
+        "",
+    ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(line) + " |" for line in body]
     if report.best_command:
         lines += ["", f"Best trial: `{report.best_command}`"]
     if report.importances:
-        lines += ["", "Parameter importances (Optuna): "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in report.importances.items())]
+        lines += [
+            "",
+            "Parameter importances (Optuna): " + ", ".join(f"{k} {v:.3f}" for k, v in report.importances.items()),
+        ]
     elif report.importance_note:
         lines += ["", f"Parameter importances: not computed ({report.importance_note})"]
     return "\n".join(lines) + "\n"
@@ -230,7 +252,9 @@ def print_report(report: SearchReport, root: Path) -> None:
     if not console.is_terminal:
         console = Console(width=200)
     header, body = table(report)
-    rich = Table(title=f"{root}: study {report.study_name}, " + ", ".join(f"{n} {s}" for s, n in counts(report).items()))
+    rich = Table(
+        title=f"{root}: study {report.study_name}, " + ", ".join(f"{n} {s}" for s, n in counts(report).items())
+    )
     for index, name in enumerate(header):
         rich.add_column(name, justify="left" if index == 1 else "right")
     for row, line in zip(report.rows, body):
@@ -238,7 +262,9 @@ def print_report(report: SearchReport, root: Path) -> None:
     console.print(rich)
     console.print(f"best trial: {report.best_command or 'none completed'}", highlight=False)
     if report.importances:
-        console.print("importances: " + ", ".join(f"{k} {v:.3f}" for k, v in report.importances.items()), highlight=False)
+        console.print(
+            "importances: " + ", ".join(f"{k} {v:.3f}" for k, v in report.importances.items()), highlight=False
+        )
     elif report.importance_note:
         console.print(f"importances: not computed ({report.importance_note})", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in report.files.values()), highlight=False)

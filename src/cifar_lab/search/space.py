@@ -72,8 +72,10 @@ def _distribution(override: Any, where: str) -> tuple[Any, tuple[tuple[Any, str]
     tags = set(sweep.tags)
     unknown = tags - KNOWN_TAGS
     if unknown:
-        raise SearchConfigError(f"{where}: unknown tag {sorted(unknown)[0]!r}; the tags are log and int: "
-                                f"write e.g. tag(log, interval(0.001, 0.1)) or tag(int, interval(1, 8))")
+        raise SearchConfigError(
+            f"{where}: unknown tag {sorted(unknown)[0]!r}; the tags are log and int: "
+            f"write e.g. tag(log, interval(0.001, 0.1)) or tag(int, interval(1, 8))"
+        )
     log, integer = "log" in tags, "int" in tags
     try:
         if isinstance(sweep, IntervalSweep):
@@ -141,6 +143,8 @@ def parse_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> S
         else:
             fixed.append(line)
     if not dimensions:
-        raise SearchConfigError("nothing to search: give hydra.sweeper.params (conf/hparams_search/optuna.yaml) "
-                                "or a sweep on the command line, e.g. 'optimizer.lr=tag(log, interval(0.01, 1))'")
+        raise SearchConfigError(
+            "nothing to search: give hydra.sweeper.params (conf/hparams_search/optuna.yaml) "
+            "or a sweep on the command line, e.g. 'optimizer.lr=tag(log, interval(0.01, 1))'"
+        )
     return SearchSpace(tuple(fixed), dimensions)

@@ -20,11 +20,22 @@ TRIAL_KEY = "optuna_trial"
 # set on a trial by the job that the pruner stopped; the sweeper then tells PRUNED
 PRUNED_ATTR = "pruned_epoch"
 
-SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler",
-            "gp": "GPSampler"}
-PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner", "hyperband": "HyperbandPruner",
-           "successive_halving": "SuccessiveHalvingPruner", "threshold": "ThresholdPruner",
-           "wilcoxon": "WilcoxonPruner", "none": "NopPruner"}
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "cmaes": "CmaEsSampler",
+    "qmc": "QMCSampler",
+    "gp": "GPSampler",
+}
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "threshold": "ThresholdPruner",
+    "wilcoxon": "WilcoxonPruner",
+    "none": "NopPruner",
+}
 
 
 def _options(options: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
@@ -47,8 +58,10 @@ def _build(kind: str, table: Mapping[str, str], name: Any, options: dict[str, An
     accepted = inspect.signature(cls).parameters
     bad = [key for key in options if key not in accepted]
     if bad:
-        raise SearchConfigError(f"hydra.sweeper.{kind}_options.{name}.{bad[0]}: {table[name]} takes no such option "
-                                f"(it takes {', '.join(p for p in accepted if p != 'self') or 'none'})")
+        raise SearchConfigError(
+            f"hydra.sweeper.{kind}_options.{name}.{bad[0]}: {table[name]} takes no such option "
+            f"(it takes {', '.join(p for p in accepted if p != 'self') or 'none'})"
+        )
     try:
         return cls(**options)
     except (TypeError, ValueError) as err:
@@ -73,11 +86,13 @@ def storage_url(url: Any, cwd: str | Path) -> str:
     """``url`` with a relative sqlite path made absolute from ``cwd`` (a job in another
     process or folder then opens the same file), the file's folder created."""
     if not isinstance(url, str) or not url:
-        raise SearchConfigError("hydra.sweeper.storage must be an Optuna storage URL, "
-                                "e.g. sqlite:///outputs/optuna/study.db (trials of a search are shared through it)")
+        raise SearchConfigError(
+            "hydra.sweeper.storage must be an Optuna storage URL, "
+            "e.g. sqlite:///outputs/optuna/study.db (trials of a search are shared through it)"
+        )
     prefix = "sqlite:///"
-    if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
-        path = Path(url[len(prefix):])
+    if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
+        path = Path(url[len(prefix) :])
         path = path if path.is_absolute() else Path(cwd) / path
         path.parent.mkdir(parents=True, exist_ok=True)
         return prefix + str(path)
@@ -90,8 +105,9 @@ def open_storage(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as err:  # a bad URL or driver: SQLAlchemy's many error types
-        raise SearchConfigError(f"hydra.sweeper.storage: cannot open {url!r} ({type(err).__name__}: "
-                                f"{' '.join(str(err).split())[:200]})") from None
+        raise SearchConfigError(
+            f"hydra.sweeper.storage: cannot open {url!r} ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+        ) from None
 
 
 def trial_id(storage: Any, study_name: str, number: int) -> int:

@@ -60,15 +60,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = _scoring_module(cfg, loaded)
     predictions = TestPredictions(num_misclassified=int(cfg.num_misclassified), ece_bins=int(cfg.ece_bins))
     loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer = instantiate_at("trainer", cfg.trainer, callbacks=[predictions], logger=loggers or False,
-                             enable_checkpointing=False, enable_model_summary=False)
+    trainer = instantiate_at(
+        "trainer",
+        cfg.trainer,
+        callbacks=[predictions],
+        logger=loggers or False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.test(module, datamodule=datamodule, verbose=False)
     tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     summary = _summary(cfg, ckpt_path, loaded.classes, tested, predictions.results, module.hparams.tta_level)
     if trainer.is_global_zero:
         _write_outputs(Path(cfg.paths.output_dir), summary, predictions.results, loggers, trainer.global_step)
-    log.info("eval: acc %.4f, ece %.4f, per class %s", tested.get("test/acc", float("nan")), summary["test/ece"],
-             {k: round(v, 3) if v is not None else None for k, v in summary["test/acc_per_class"].items()})
+    log.info(
+        "eval: acc %.4f, ece %.4f, per class %s",
+        tested.get("test/acc", float("nan")),
+        summary["test/ece"],
+        {k: round(v, 3) if v is not None else None for k, v in summary["test/acc_per_class"].items()},
+    )
     return summary
 
 
@@ -122,8 +132,14 @@ def _scoring_module(cfg: DictConfig, loaded):
     )
 
 
-def _summary(cfg: DictConfig, ckpt_path: Path, classes: list[str], tested: dict[str, float],
-             report: dict[str, Any], tta_level: int) -> dict[str, Any]:
+def _summary(
+    cfg: DictConfig,
+    ckpt_path: Path,
+    classes: list[str],
+    tested: dict[str, float],
+    report: dict[str, Any],
+    tta_level: int,
+) -> dict[str, Any]:
     """metrics.json: the module's test metrics plus the report's (torchmetrics)."""
     from cifar_lab.training.metrics import per_class_accuracy
 
@@ -143,8 +159,9 @@ def _summary(cfg: DictConfig, ckpt_path: Path, classes: list[str], tested: dict[
     }
 
 
-def _write_outputs(output_dir: Path, summary: dict[str, Any], report: dict[str, Any], loggers: list[Any],
-                   step: int) -> None:
+def _write_outputs(
+    output_dir: Path, summary: dict[str, Any], report: dict[str, Any], loggers: list[Any], step: int
+) -> None:
     """confusion_matrix.png, metrics.json, and the scalars for every logger."""
     from cifar_lab.runtime.figures import confusion_figure, png_bytes
     from cifar_lab.runtime.io import atomic_write_bytes, write_json_atomic
@@ -153,7 +170,10 @@ def _write_outputs(output_dir: Path, summary: dict[str, Any], report: dict[str, 
     atomic_write_bytes(output_dir / "confusion_matrix.png", png_bytes(figure))
     write_json_atomic(output_dir / "metrics.json", summary)
     per_class = summary["test/acc_per_class"]
-    scalars = {"test/ece": summary["test/ece"], **{f"test/acc_class/{k}": v for k, v in per_class.items() if v is not None}}
+    scalars = {
+        "test/ece": summary["test/ece"],
+        **{f"test/acc_class/{k}": v for k, v in per_class.items() if v is not None},
+    }
     for logger in loggers:
         logger.log_metrics(scalars, step=step)
         logger.finalize("success")

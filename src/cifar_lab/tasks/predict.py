@@ -46,8 +46,9 @@ def load_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> Any:
         raise ImageError(f"cannot read image {path} ({err.__class__.__name__})") from None
 
 
-def predict_files(ckpt: str | os.PathLike, images: Sequence[str | os.PathLike], top_k: int = 1,
-                  device: str = "cpu") -> list[Prediction]:
+def predict_files(
+    ckpt: str | os.PathLike, images: Sequence[str | os.PathLike], top_k: int = 1, device: str = "cpu"
+) -> list[Prediction]:
     """Top-k classes and probabilities of each image, from the checkpoint alone."""
     import numpy as np
     import torch
@@ -64,8 +65,11 @@ def predict_files(ckpt: str | os.PathLike, images: Sequence[str | os.PathLike], 
     loaded = load_trained(ckpt)
     arrays = np.stack([load_image(path) for path in images])  # every image read before any work
     net = loaded.net.to(device)
-    batch = normalize(torch.from_numpy(arrays).to(device), torch.tensor(loaded.mean, device=device),
-                      torch.tensor(loaded.std, device=device))
+    batch = normalize(
+        torch.from_numpy(arrays).to(device),
+        torch.tensor(loaded.mean, device=device),
+        torch.tensor(loaded.std, device=device),
+    )
     with torch.inference_mode():
         probs = net(batch).float().softmax(-1).cpu()
     k = max(1, min(top_k, len(loaded.classes)))
@@ -77,7 +81,9 @@ def predict_files(ckpt: str | os.PathLike, images: Sequence[str | os.PathLike], 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by cifar_lab training (e.g. checkpoints/last.ckpt)")
+    parser.add_argument(
+        "--ckpt", required=True, help="a checkpoint written by cifar_lab training (e.g. checkpoints/last.ckpt)"
+    )
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...; any size)")
     parser.add_argument("--top", type=int, default=1, help="print the k most likely classes (default 1)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")

@@ -300,9 +300,17 @@ def plot_figure(groups: Sequence[Group], metric: str = "test/acc", x_key: str | 
     for label, points in sorted(lines.items()):
         points.sort(key=lambda p: _as_float(p[0]) if numeric else categories.index(p[0]))
         xs = [_as_float(p[0]) if numeric else categories.index(p[0]) for p in points]
-        ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=4,
-                    label=None if many else label, linestyle="none" if many else "-",
-                    color="tab:blue" if many else None, alpha=0.7 if many else 1.0)
+        ax.errorbar(
+            xs,
+            [p[1] for p in points],
+            yerr=[p[2] for p in points],
+            marker="o",
+            capsize=4,
+            label=None if many else label,
+            linestyle="none" if many else "-",
+            color="tab:blue" if many else None,
+            alpha=0.7 if many else 1.0,
+        )
     if numeric:
         values = [_as_float(x) for x in categories]
         if min(values) > 0 and max(values) / min(values) >= 10:
@@ -363,11 +371,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="where report.csv/.md/.png go (default: PATH)")
     parser.add_argument("--metric", default="test/acc", help="what the plot shows (default: test/acc)")
     parser.add_argument("--x", dest="x_key", default=None, help="the swept parameter on the x axis (default: guessed)")
-    parser.add_argument("--ignore", nargs="*", default=list(IGNORED_KEYS),
-                        help="overrides to average over instead of group by (default: seed)")
+    parser.add_argument(
+        "--ignore",
+        nargs="*",
+        default=list(IGNORED_KEYS),
+        help="overrides to average over instead of group by (default: seed)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip report.png")
-    parser.add_argument("--storage", default=None,
-                        help="an Optuna search's storage URL (default: PATH/optuna.db, if there)")
+    parser.add_argument(
+        "--storage", default=None, help="an Optuna search's storage URL (default: PATH/optuna.db, if there)"
+    )
     parser.add_argument("--study", default=None, help="the study in that storage (default: its only one)")
 
 

@@ -87,8 +87,9 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     datamodule.augment_spec.check_model_takes_crops(module.net, datamodule.image_size)
     loggers = build_loggers(cfg, checkpoint)
     callbacks, pruning = build_callbacks(cfg, datamodule, loggers, preemption)
-    trainer = build_trainer(cfg, datamodule, module, callbacks, loggers,
-                            (ckpt_path, checkpoint) if checkpoint is not None else None)
+    trainer = build_trainer(
+        cfg, datamodule, module, callbacks, loggers, (ckpt_path, checkpoint) if checkpoint is not None else None
+    )
     del checkpoint  # the checkpoint IO holds it until fit reads it
 
     with fit_failures(cfg, trainer, preemption):
@@ -121,9 +122,13 @@ def _test(cfg: DictConfig, trainer, module, datamodule, pruning) -> tuple[dict[s
 
     metrics = scalar_metrics(trainer.callback_metrics)
     clock = DeviceClock()
-    if not trainer.interrupted and (pruning is None or pruning.pruned_epoch is None):  # a pruned trial is not worth a test pass
+    if not trainer.interrupted and (
+        pruning is None or pruning.pruned_epoch is None
+    ):  # a pruned trial is not worth a test pass
         clock.start()
-        trainer.test(module, datamodule=datamodule, ckpt_path=_test_ckpt_path(cfg, trainer), verbose=False, weights_only=True)
+        trainer.test(
+            module, datamodule=datamodule, ckpt_path=_test_ckpt_path(cfg, trainer), verbose=False, weights_only=True
+        )
         clock.stop()
         metrics.update(scalar_metrics(trainer.callback_metrics))
     return metrics, clock.seconds

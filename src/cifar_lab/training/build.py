@@ -21,7 +21,11 @@ def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
     """Instantiate every entry of a group like callbacks/logger (entries may be null)."""
     if not cfg:
         return []
-    return [instantiate_at(f"{group}.{name}", entry) for name, entry in cfg.items() if entry is not None and "_target_" in entry]
+    return [
+        instantiate_at(f"{group}.{name}", entry)
+        for name, entry in cfg.items()
+        if entry is not None and "_target_" in entry
+    ]
 
 
 def resolved_group(cfg: DictConfig, key: str) -> dict[str, Any]:
@@ -110,9 +114,13 @@ def fractional_epochs(cfg: DictConfig, datamodule) -> dict[str, int]:
     epochs = cfg.epochs
     world_size = global_batch(1, cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1))
     per_rank = datamodule.num_train // world_size
-    steps_per_epoch = per_rank // datamodule.batch_size if datamodule.drop_last else -(-per_rank // datamodule.batch_size)
+    steps_per_epoch = (
+        per_rank // datamodule.batch_size if datamodule.drop_last else -(-per_rank // datamodule.batch_size)
+    )
     if steps_per_epoch < 1:
-        raise ConfigError(f"data.batch_size={datamodule.batch_size} is larger than the {per_rank} training images per device")
+        raise ConfigError(
+            f"data.batch_size={datamodule.batch_size} is larger than the {per_rank} training images per device"
+        )
     return {"max_epochs": math.ceil(epochs), "max_steps": math.ceil(epochs * steps_per_epoch)}
 
 
@@ -135,7 +143,9 @@ def build_trainer(cfg: DictConfig, datamodule, module, callbacks: list[Any], log
     if resume_from is not None:
         checkpoint_io.preload(*resume_from)
     route_ddp_children_through_job_config()  # DDP ranks: the job's own config and folder
-    trainer = instantiate_at("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra)
+    trainer = instantiate_at(
+        "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra
+    )
     # SIGTERM is ours (Preemption): Lightning's handler would stop without a consistent checkpoint
     trainer._signal_connector.register_signal_handlers = lambda: None
     return trainer

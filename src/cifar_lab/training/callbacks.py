@@ -48,7 +48,9 @@ class EpochLog(pl.Callback):
         batch = getattr(trainer.datamodule, "batch_size", None)
         parts = [f"epoch {trainer.current_epoch + 1}/{_epochs(trainer, total)} (step {step}/{total})"]
         metrics = trainer.callback_metrics
-        parts += [f"{key} {float(metrics[key]):.4f}" for key in ("train/loss", "train/acc", "val/acc") if key in metrics]
+        parts += [
+            f"{key} {float(metrics[key]):.4f}" for key in ("train/loss", "train/acc", "val/acc") if key in metrics
+        ]
         if batch and epoch_seconds > 0:
             parts.append(f"{epoch_steps * batch * trainer.world_size / epoch_seconds:.0f} img/s")
         parts.append(f"elapsed {_clock(time.perf_counter() - self._started)}")
@@ -158,7 +160,9 @@ class TestPredictions(pl.Callback):
 
         classes = _class_names(pl_module, self.logits.shape[1])
         step = trainer.global_step
-        writer.add_figure("test/confusion_matrix", confusion_figure(self.results["confusion_matrix"], classes), global_step=step)
+        writer.add_figure(
+            "test/confusion_matrix", confusion_figure(self.results["confusion_matrix"], classes), global_step=step
+        )
         if self._worst:
             images, labels, predicted, confidence = self._worst[0]
             self.images = images

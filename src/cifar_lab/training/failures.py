@@ -48,8 +48,14 @@ def write_failure(cfg: DictConfig, trainer, status: str, error: str, **more: Any
 
     if not trainer.is_global_zero:
         return
-    summary = {"status": status, "error": error, "epochs": trainer.current_epoch,
-               "steps": trainer.global_step, "seed": cfg.seed, **more}
+    summary = {
+        "status": status,
+        "error": error,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "seed": cfg.seed,
+        **more,
+    }
     try:
         write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", summary)
     except OSError as exc:
@@ -105,6 +111,8 @@ def stop_if_signalled_after_training(preemption) -> None:
 
     if preemption.requested:
         stop = Preempted(preemption.signum)
-        stop.message = (f"received {signal.Signals(preemption.signum).name} after training finished: the run "
-                        f"completed and wrote its metrics; nothing to resume")
+        stop.message = (
+            f"received {signal.Signals(preemption.signum).name} after training finished: the run "
+            f"completed and wrote its metrics; nothing to resume"
+        )
         raise stop

@@ -39,11 +39,13 @@ def stage_metrics(num_classes: int) -> dict[str, Metric]:
 def test_report(num_classes: int, ece_bins: int = 15) -> MetricCollection:
     """ECE (equal-width confidence bins, L1), counts[true, predicted], and accuracy per class."""
     whole_split = {"sync_on_compute": False}  # see the module docstring
-    return MetricCollection({
-        "ece": MulticlassCalibrationError(num_classes=num_classes, n_bins=ece_bins, norm="l1", **whole_split),
-        "confusion_matrix": MulticlassConfusionMatrix(num_classes=num_classes, **whole_split),
-        "acc_per_class": MulticlassAccuracy(num_classes=num_classes, average=None, **whole_split),
-    })
+    return MetricCollection(
+        {
+            "ece": MulticlassCalibrationError(num_classes=num_classes, n_bins=ece_bins, norm="l1", **whole_split),
+            "confusion_matrix": MulticlassConfusionMatrix(num_classes=num_classes, **whole_split),
+            "acc_per_class": MulticlassAccuracy(num_classes=num_classes, average=None, **whole_split),
+        }
+    )
 
 
 test_report.__test__ = False  # a factory, not a pytest test

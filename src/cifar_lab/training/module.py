@@ -59,9 +59,16 @@ class ImageClassifier(pl.LightningModule):
         model_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        validate_module_options(dict(tta_level=tta_level, val_tta_level=val_tta_level, norm_lr_scale=norm_lr_scale,
-                                     whitening_eps=whitening_eps, whiten_bias_epochs=whiten_bias_epochs,
-                                     label_smoothing=label_smoothing))
+        validate_module_options(
+            dict(
+                tta_level=tta_level,
+                val_tta_level=val_tta_level,
+                norm_lr_scale=norm_lr_scale,
+                whitening_eps=whitening_eps,
+                whiten_bias_epochs=whiten_bias_epochs,
+                label_smoothing=label_smoothing,
+            )
+        )
         # plain values only: checkpoints must load without unpickling code objects
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net

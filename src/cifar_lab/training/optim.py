@@ -92,7 +92,9 @@ def decoupled_to_torch(lr: float, momentum: float, weight_decay: float, batch_si
     if not 0.0 <= momentum < 1.0:
         raise ConfigError(f"optimizer.momentum={momentum} must be in [0, 1)")
     if lr <= 0 or weight_decay < 0 or batch_size <= 0:
-        raise ConfigError(f"decoupled SGD needs lr > 0, weight_decay >= 0, batch_size > 0; got {lr}, {weight_decay}, {batch_size}")
+        raise ConfigError(
+            f"decoupled SGD needs lr > 0, weight_decay >= 0, batch_size > 0; got {lr}, {weight_decay}, {batch_size}"
+        )
     kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
     torch_lr = lr * batch_size / kilostep_scale
     decay_per_step = weight_decay * batch_size / kilostep_scale

@@ -10,8 +10,16 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def run_summary(cfg, trainer, module, datamodule, metrics: dict[str, float], test_seconds: float,
-                pruned_epoch: int | None, resumed: bool) -> dict[str, Any]:
+def run_summary(
+    cfg,
+    trainer,
+    module,
+    datamodule,
+    metrics: dict[str, float],
+    test_seconds: float,
+    pruned_epoch: int | None,
+    resumed: bool,
+) -> dict[str, Any]:
     """What metrics.json says of a run that finished training (completed, pruned or interrupted)."""
     fit_time = module.clock.seconds
     # images trained by this process (a resumed run's clock starts at its checkpoint)

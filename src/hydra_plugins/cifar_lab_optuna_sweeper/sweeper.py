@@ -29,11 +29,21 @@ log = logging.getLogger(__name__)
 class OptunaSweeper(Sweeper):
     """Hydra instantiates it from ``hydra.sweeper`` (conf/hydra/sweeper/cifar_optuna.yaml)."""
 
-    def __init__(self, study_name: str, storage: str, direction: str = "maximize", n_trials: int = 20,
-                 n_jobs: int = 1, seed: int | None = None, sampler: str = "tpe",
-                 sampler_options: Mapping[str, Any] | None = None, pruner: str | None = "median",
-                 pruner_options: Mapping[str, Any] | None = None, pruning_metric: str = "val/acc",
-                 params: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        study_name: str,
+        storage: str,
+        direction: str = "maximize",
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        seed: int | None = None,
+        sampler: str = "tpe",
+        sampler_options: Mapping[str, Any] | None = None,
+        pruner: str | None = "median",
+        pruner_options: Mapping[str, Any] | None = None,
+        pruning_metric: str = "val/acc",
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
         self.sampler, self.sampler_options = sampler, sampler_options
@@ -64,21 +74,34 @@ class OptunaSweeper(Sweeper):
         optuna = require_optuna()
         if self.direction not in ("maximize", "minimize"):
             raise SearchConfigError(f"hydra.sweeper.direction={self.direction!r}: write maximize or minimize")
-        if not isinstance(self.n_trials, int) or self.n_trials < 0 or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
-            raise SearchConfigError(f"hydra.sweeper.n_trials={self.n_trials!r} and n_jobs={self.n_jobs!r} "
-                                    f"must be integers, n_trials >= 0 and n_jobs >= 1")
+        if (
+            not isinstance(self.n_trials, int)
+            or self.n_trials < 0
+            or not isinstance(self.n_jobs, int)
+            or self.n_jobs < 1
+        ):
+            raise SearchConfigError(
+                f"hydra.sweeper.n_trials={self.n_trials!r} and n_jobs={self.n_jobs!r} "
+                f"must be integers, n_trials >= 0 and n_jobs >= 1"
+            )
         space = parse_space(self.params, arguments)
         storage = open_storage(storage_url(self.storage, Path.cwd()))
         done = n_trials(storage, self.study_name)
         # seeded, yet not the same first proposals again when a rerun continues the study
         seed = None if self.seed is None else int(self.seed) + done
         make_pruner(self.pruner, self.pruner_options)  # the jobs build it: fail here, before any job
-        study = optuna.create_study(study_name=self.study_name, storage=storage, load_if_exists=True,
-                                    direction=self.direction,
-                                    sampler=make_sampler(self.sampler, self.sampler_options, seed))
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            load_if_exists=True,
+            direction=self.direction,
+            sampler=make_sampler(self.sampler, self.sampler_options, seed),
+        )
         if study.direction.name.lower() != self.direction:
-            raise SearchConfigError(f"study {self.study_name!r} in {self.storage} was created to "
-                                    f"{study.direction.name.lower()}, not {self.direction}: pick another study_name")
+            raise SearchConfigError(
+                f"study {self.study_name!r} in {self.storage} was created to "
+                f"{study.direction.name.lower()}, not {self.direction}: pick another study_name"
+            )
         if done:
             log.info("continuing study %r: %d trials already in it", self.study_name, done)
         left = self.n_trials
@@ -112,7 +135,9 @@ class OptunaSweeper(Sweeper):
             study.tell(number, state=TrialState.PRUNED)
             log.info("trial %d: pruned after epoch %s", number, attrs[PRUNED_ATTR])
         elif not isinstance(value, (int, float)) or not math.isfinite(value):
-            log.warning("trial %d returned %r (the run failed: its train.log says why): recorded as FAIL", number, value)
+            log.warning(
+                "trial %d returned %r (the run failed: its train.log says why): recorded as FAIL", number, value
+            )
             study.tell(number, state=TrialState.FAIL)
         else:
             study.tell(number, float(value))
