@@ -12,7 +12,7 @@ from torch import nn
 from cifar_lab.config import validate_module_options
 from cifar_lab.recipes.tta import tta_logits
 from cifar_lab.recipes.whitening import init_whitening_from_data, whitening_bias_to_freeze
-from cifar_lab.runtime.rng import rng_state, set_rng_state
+from cifar_lab.runtime.resume_state import restore_resume_state, resume_state
 from cifar_lab.training.finite import FiniteLossGuard
 from cifar_lab.training.metrics import stage_metrics
 from cifar_lab.training.optim import apply_lr_scales, param_groups
@@ -230,10 +230,7 @@ class ImageClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite()  # never write a checkpoint of diverged weights
         # what a resumed run needs to continue exactly: running metric states and global RNGs
-        checkpoint["cifar_lab_resume"] = {
-            "metrics": {name: _metric_state(getattr(self, name)) for name in _RESUMED_METRICS},
-            "rng": rng_state(),
-        }
+        checkpoint["cifar_lab_resume"] = resume_state(self, _RESUMED_METRICS)
         # what predict/eval need to rebuild the model without the training config
         checkpoint["cifar_lab"] = {
             "classes": list(self.hparams.classes),
@@ -243,28 +240,4 @@ class ImageClassifier(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        resume = checkpoint.get("cifar_lab_resume")
-        if not resume:
-            return
-        for name, state in resume.get("metrics", {}).items():
-            if name in _RESUMED_METRICS:
-                _load_metric_state(getattr(self, name), state)
-        set_rng_state(resume.get("rng", {}))
-
-
-def _metric_state(metric: Any) -> dict[str, Any]:
-    """A torchmetrics metric's running state (tensors only; list states are not resumable)."""
-    states = {name: getattr(metric, name) for name in metric._defaults}
-    return {
-        "states": {k: v.detach().clone() for k, v in states.items() if isinstance(v, torch.Tensor)},
-        "update_count": int(metric._update_count),
-    }
-
-
-def _load_metric_state(metric: Any, state: dict[str, Any]) -> None:
-    for name, value in state.get("states", {}).items():
-        if name in metric._defaults:
-            current = getattr(metric, name)
-            setattr(metric, name, value.to(device=current.device, dtype=current.dtype))
-    metric._update_count = int(state.get("update_count", 0))
-    metric._computed = None
+        restore_resume_state(self, checkpoint.get("cifar_lab_resume"), _RESUMED_METRICS)
