@@ -253,22 +253,37 @@ def _check_seed(cfg: DictConfig, key: str) -> None:
     )
 
 
+_DATA_OPTIONS = ("batch_size", "eval_batch_size", "val_size", "flip", "translate", "cutout")
+
+
+def validate_data_options(options: dict[str, Any]) -> None:
+    """The data.* values both the config check and their constructors (CIFARDataModule,
+    AugmentSpec) rely on: the one home of these rules; a key not given is not checked."""
+    for key in ("batch_size", "eval_batch_size"):
+        if key in options:
+            value = options[key]
+            _require(_is_int(value) and value > 0, f"data.{key}={value!r} must be a positive integer")
+    if "val_size" in options:
+        val_size = options["val_size"]
+        _require(
+            _is_int(val_size) and val_size >= 0,
+            f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)",
+        )
+    if "flip" in options:
+        flip = options["flip"]
+        _require(flip in FLIP_MODES, f"data.flip={flip!r} is not one of: {', '.join(FLIP_MODES)}")
+    for key in ("translate", "cutout"):
+        if key in options:
+            value = options[key]
+            _require(_is_int(value) and value >= 0, f"data.{key}={value!r} must be a whole number of pixels >= 0")
+
+
 def validate_data_config(cfg: DictConfig) -> None:
     """The data group's checks alone (eval composes data without a training setup), with the seeds."""
     _check_seed(cfg, "seed")  # first: data.seed is ${seed} unless typed
     _check_seed(cfg, "data.seed")
-    _positive_int(cfg, "data.batch_size")
-    _positive_int(cfg, "data.eval_batch_size")
+    validate_data_options({key: _get(cfg, f"data.{key}") for key in _DATA_OPTIONS})
     val_size = _get(cfg, "data.val_size")
-    _require(
-        _is_int(val_size) and val_size >= 0,
-        f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)",
-    )
-    flip = _get(cfg, "data.flip")
-    _require(flip in FLIP_MODES, f"data.flip={flip!r} is not one of: {', '.join(FLIP_MODES)}")
-    for key in ("data.translate", "data.cutout"):
-        value = _get(cfg, key)
-        _require(_is_int(value) and value >= 0, f"{key}={value!r} must be a whole number of pixels >= 0")
     for key in ("data.mean", "data.std"):
         value = _get(cfg, key, None)
         _require(
@@ -311,29 +326,43 @@ def validate_data_config(cfg: DictConfig) -> None:
             )
 
 
+_OPTIMIZER_OPTIONS = ("weight_decay", "momentum", "muon_lr", "muon_momentum", "ns_steps")
+
+
+def validate_optimizer_options(options: dict[str, Any]) -> None:
+    """The optimizer.* values both the config check and the optimizer factories (decoupled_sgd,
+    decoupled_muon) rely on: the one home of these rules; a key not given is not checked."""
+    if "lr" in options:
+        lr = options["lr"]
+        _require(_is_number(lr) and lr > 0, f"optimizer.lr={lr!r} must be a positive number")
+    if "weight_decay" in options:
+        decay = options["weight_decay"]
+        _require(_is_number(decay) and decay >= 0, f"optimizer.weight_decay={decay!r} must be a number >= 0")
+    for key in ("momentum", "muon_momentum"):
+        if key in options:
+            value = options[key]
+            _require(_is_number(value) and 0 <= value < 1, f"optimizer.{key}={value!r} must be in [0, 1)")
+    if "muon_lr" in options:
+        muon_lr = options["muon_lr"]
+        _require(
+            _is_number(muon_lr) and muon_lr > 0,
+            f"optimizer.muon_lr={muon_lr!r} must be > 0 (airbench94_muon: 0.24 at batch 2000)",
+        )
+    if "ns_steps" in options:
+        steps = options["ns_steps"]
+        _require(
+            _is_int(steps) and steps >= 1, f"optimizer.ns_steps={steps!r} must be a whole number >= 1 (airbench uses 3)"
+        )
+
+
 def _validate_optimization(cfg: DictConfig) -> None:
     _require(_get(cfg, "model._target_", None) is not None, "model has no _target_: pick one with model=NAME")
     _require(
         _get(cfg, "optimizer._target_", None) is not None, "optimizer has no _target_: pick one with optimizer=NAME"
     )
-    lr = _get(cfg, "optimizer.lr")
-    _require(_is_number(lr) and lr > 0, f"optimizer.lr={lr!r} must be a positive number")
-    weight_decay = _get(cfg, "optimizer.weight_decay", 0.0)
-    _require(
-        _is_number(weight_decay) and weight_decay >= 0, f"optimizer.weight_decay={weight_decay!r} must be a number >= 0"
-    )
-    momentum = _get(cfg, "optimizer.momentum", 0.0)
-    _require(_is_number(momentum) and 0 <= momentum < 1, f"optimizer.momentum={momentum!r} must be in [0, 1)")
-    muon_lr = _get(cfg, "optimizer.muon_lr", 1.0)
-    _require(
-        _is_number(muon_lr) and muon_lr > 0,
-        f"optimizer.muon_lr={muon_lr!r} must be > 0 (airbench94_muon: 0.24 at batch 2000)",
-    )
-    muon_momentum = _get(cfg, "optimizer.muon_momentum", 0.0)
-    _require(
-        _is_number(muon_momentum) and 0 <= muon_momentum < 1,
-        f"optimizer.muon_momentum={muon_momentum!r} must be in [0, 1)",
-    )
+    lr = _get(cfg, "optimizer.lr")  # required: every optimizer takes one
+    present = {key: _get(cfg, f"optimizer.{key}", _ABSENT) for key in _OPTIMIZER_OPTIONS}
+    validate_optimizer_options({"lr": lr, **{key: value for key, value in present.items() if value is not _ABSENT}})
     keys = ("tta_level", "val_tta_level", "norm_lr_scale", "whitening_eps", "whiten_bias_epochs", "label_smoothing")
     present = {key: _get(cfg, f"module.{key}", _ABSENT) for key in keys}
     validate_module_options({key: value for key, value in present.items() if value is not _ABSENT})

@@ -71,7 +71,8 @@ def test_whitening_init_sees_every_class(monkeypatch):
     monkeypatch.setattr(whitening, "init_whitening", lambda layer, images, eps: seen.append(images))
     dm = _datamodule()
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10)
-    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: SimpleNamespace(datamodule=dm)))
-    module._init_whitening()
+    trainer = SimpleNamespace(datamodule=dm, ckpt_path=None)  # a fresh fit, on the CPU (no warm-up)
+    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: trainer))
+    module.on_fit_start()
     counts = np.bincount(_classes_of(seen[0]), minlength=10)
     assert len(seen[0]) == 5000 and counts.min() == counts.max() == 500

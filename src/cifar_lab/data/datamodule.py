@@ -9,10 +9,10 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from cifar_lab.config import validate_data_options
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.loader import AugmentSpec, DeviceLoader, normalize
 from cifar_lab.data.split import stratified_sample, stratified_split
-from cifar_lab.errors import ConfigError
 
 
 class CIFARDataModule(pl.LightningDataModule):
@@ -40,11 +40,7 @@ class CIFARDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"data.{name}={value!r} must be a positive integer")
-        if not isinstance(val_size, int) or val_size < 0:
-            raise ConfigError(f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)")
+        validate_data_options(dict(batch_size=batch_size, eval_batch_size=eval_batch_size, val_size=val_size))
         self.source = source
         self.val_size = val_size
         self.batch_size = batch_size

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cifar_lab.config import crop_stages
+from cifar_lab.config import crop_stages, validate_data_options
 from cifar_lab.data import augment
 from cifar_lab.errors import ConfigError
 
@@ -31,12 +31,7 @@ class AugmentSpec:
     stages: tuple[tuple[int, int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.flip not in augment.FLIP_MODES:
-            raise ConfigError(f"data.flip={self.flip!r} is not one of {', '.join(augment.FLIP_MODES)}")
-        for name in ("translate", "cutout"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"data.{name}={value!r} must be a whole number >= 0")
+        validate_data_options(dict(flip=self.flip, translate=self.translate, cutout=self.cutout))
         object.__setattr__(self, "stages", crop_stages(self.crop, self.crop_epochs))
 
     def _check_fits(self, image_size: int) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from cifar_lab.config import validate_optimizer_options
 from cifar_lab.errors import ConfigError
 from cifar_lab.training.optim import decoupled_to_torch
 
@@ -119,12 +120,7 @@ def decoupled_muon(
     not scale with the loss), decoupled SGD for the rest (``lr``/``weight_decay`` as in
     ``decoupled_sgd``: per 1024 examples). Filters get no weight decay: Muon fixes their norm.
     """
-    if not muon_lr > 0:
-        raise ConfigError(f"optimizer.muon_lr={muon_lr!r} must be > 0 (airbench94_muon: 0.24 at batch 2000)")
-    if not 0.0 <= muon_momentum < 1.0:
-        raise ConfigError(f"optimizer.muon_momentum={muon_momentum!r} must be in [0, 1)")
-    if not (isinstance(ns_steps, int) and ns_steps >= 1):
-        raise ConfigError(f"optimizer.ns_steps={ns_steps!r} must be a whole number >= 1 (airbench uses 3)")
+    validate_optimizer_options(dict(muon_lr=muon_lr, muon_momentum=muon_momentum, ns_steps=ns_steps))
     sgd_lr, sgd_decay = decoupled_to_torch(lr, momentum, weight_decay, batch_size)
     groups: list[dict[str, Any]] = []
     for group in _as_groups(params):

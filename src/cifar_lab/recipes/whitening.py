@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cifar_lab.config import validate_module_options
 from cifar_lab.errors import ConfigError, DataError
 
 _CHUNK = 256  # images per unfold: bounds memory (5000 images at once is ~0.25 GB of patches)
@@ -69,8 +70,7 @@ def init_whitening(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4) -> 
             f"the whitening conv has {conv.out_channels} output channels (groups={conv.groups}); "
             f"patch whitening needs groups=1 and 2*{c_in}*{kh}*{kw}={2 * d} (one +/- pair per patch dimension)"
         )
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise ConfigError(f"whitening eps={eps!r} is invalid: it must be a positive number (airbench uses 5e-4)")
+    validate_module_options({"whitening_eps": eps})
     if images.ndim != 4 or images.shape[1] != c_in or images.shape[2] < kh or images.shape[3] < kw:
         raise DataError(
             f"whitening init got images of shape {tuple(images.shape)}; it needs (N, {c_in}, H, W) "

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from cifar_lab.config import check_schedule
+from cifar_lab.config import check_schedule, validate_optimizer_options
 from cifar_lab.errors import ConfigError
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -89,12 +89,9 @@ def decoupled_sgd(
 
 def decoupled_to_torch(lr: float, momentum: float, weight_decay: float, batch_size: int) -> tuple[float, float]:
     """airbench's decoupled (lr, weight_decay) per 1024 examples -> torch SGD's (lr, weight_decay)."""
-    if not 0.0 <= momentum < 1.0:
-        raise ConfigError(f"optimizer.momentum={momentum} must be in [0, 1)")
-    if lr <= 0 or weight_decay < 0 or batch_size <= 0:
-        raise ConfigError(
-            f"decoupled SGD needs lr > 0, weight_decay >= 0, batch_size > 0; got {lr}, {weight_decay}, {batch_size}"
-        )
+    validate_optimizer_options(dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+    if batch_size <= 0:  # the global batch, derived from data.batch_size and the devices
+        raise ConfigError(f"decoupled SGD needs a batch size > 0, got {batch_size}")
     kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
     torch_lr = lr * batch_size / kilostep_scale
     decay_per_step = weight_decay * batch_size / kilostep_scale
