@@ -263,3 +263,59 @@ def test_config_checks_the_tta_levels_the_recipe_implements():
     from cifar_lab.recipes.tta import TTA_LEVELS
 
     assert config.TTA_LEVELS == TTA_LEVELS
+
+
+def _module(**options):
+    import torch
+
+    from cifar_lab.models import FastNet
+    from cifar_lab.training.module import ImageClassifier
+
+    net = FastNet(num_classes=10, widths=[8, 8, 8])
+    return ImageClassifier(net, optimizer=torch.optim.SGD, num_classes=10, **options)
+
+
+def _datamodule(**options):
+    from cifar_lab.data.datamodule import CIFARDataModule
+    from cifar_lab.data.sources import SyntheticSource
+
+    return CIFARDataModule(source=SyntheticSource(train_per_class=10, test_per_class=2), **options)
+
+
+def _augment(**options):
+    from cifar_lab.data.loader import AugmentSpec
+
+    return AugmentSpec(**options)
+
+
+def _decoupled_sgd(**options):
+    import torch
+
+    from cifar_lab.training.optim import decoupled_sgd
+
+    args = {"lr": 1.0, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 64, **options}
+    return decoupled_sgd([torch.nn.Parameter(torch.zeros(2))], **args)
+
+
+@pytest.mark.parametrize(
+    ("override", "build", "options"),
+    [
+        ("module.tta_level=5", _module, {"tta_level": 5}),
+        ("module.whitening_eps=0", _module, {"whitening_eps": 0}),
+        ("module.label_smoothing=1.5", _module, {"label_smoothing": 1.5}),
+        ("data.val_size=-1", _datamodule, {"val_size": -1}),
+        ("data.eval_batch_size=0", _datamodule, {"eval_batch_size": 0}),
+        ("data.flip=sideways", _augment, {"flip": "sideways"}),
+        ("data.cutout=-2", _augment, {"cutout": -2}),
+        ("optimizer=sgd_decoupled optimizer.momentum=1.0", _decoupled_sgd, {"momentum": 1.0}),
+        ("optimizer=sgd_decoupled optimizer.lr=-1", _decoupled_sgd, {"lr": -1}),
+    ],
+)
+def test_a_rule_has_one_home_the_config_check_and_the_constructor_say_the_same_line(make_cfg, override, build, options):
+    """The config check (before torch loads) and the constructor that receives the value (for
+    code that builds it directly) raise the same line: both call the same rule."""
+    with pytest.raises(ConfigError) as from_config:
+        validate_config(make_cfg(*override.split()))
+    with pytest.raises(ConfigError) as from_constructor:
+        build(**options)
+    assert str(from_config.value) == str(from_constructor.value)
