@@ -265,8 +265,9 @@ def test_whitening_eps_reaches_the_init(monkeypatch, eps, low, high):
         FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whitening_eps=eps
     )
     datamodule = SimpleNamespace(train_sample=lambda n, device: images[:n])
-    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: SimpleNamespace(datamodule=datamodule)))
-    module._init_whitening()
+    trainer = SimpleNamespace(datamodule=datamodule, ckpt_path=None)  # a fresh fit on the CPU
+    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: trainer))
+    module.on_fit_start()
     with torch.no_grad():
         features = module.net.whiten(images)[:, :12]
     variance = features.square().mean(dim=(0, 2, 3))
@@ -283,13 +284,20 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
     from cifar_lab.training.module import ImageClassifier
 
     module = ImageClassifier(
-        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, tta_level=2
+        FastNet(num_classes=10, widths=[8, 8, 8]),
+        optimizer=torch.optim.SGD,
+        num_classes=10,
+        tta_level=2,
+        whitening_init=False,
     )
     datamodule = SimpleNamespace(
         batch_size=16, eval_batch_size=8, train_sample=lambda n, device: torch.zeros(n, 3, 32, 32)
     )
     trainer = SimpleNamespace(
-        datamodule=datamodule, world_size=1, precision_plugin=SimpleNamespace(forward_context=nullcontext)
+        datamodule=datamodule,
+        world_size=1,
+        ckpt_path=None,
+        precision_plugin=SimpleNamespace(forward_context=nullcontext),
     )
     monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: trainer))
     calls = []
@@ -297,9 +305,11 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
     monkeypatch.setattr(ImageClassifier, "forward", lambda self, x: calls.append(len(x)) or original_forward(self, x))
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
     rng = torch.get_rng_state()
-    assert not module._should_warm_up()  # CPU: nothing to warm
-    monkeypatch.setattr(ImageClassifier, "_should_warm_up", lambda self: True)
-    module._warm_up_device()
+    from cifar_lab.training import warmup
+
+    assert not warmup.needs_warm_up(module)  # CPU: nothing to warm
+    monkeypatch.setattr(warmup, "needs_warm_up", lambda module: True)
+    module.on_fit_start()
     assert calls[:2] == [16, 16] and calls[2:] == [8] * 6  # two train steps, six TTA views
     after = module.net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included

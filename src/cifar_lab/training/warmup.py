@@ -15,11 +15,10 @@ def warm_up_device(module) -> float:
     cudnn autotuning (trainer=gpu sets benchmark) and lazy kernel/library loading cost
     seconds at the first step of each shape: part of a fresh process, not of training,
     and airbench excludes them the same way. Weights, BN statistics and RNG are restored.
-    One CUDA device only: under DDP a stray backward would fire the gradient hooks.
     """
     trainer, device = module.trainer, module.device
     datamodule = getattr(trainer, "datamodule", None)
-    if device.type != "cuda" or trainer.world_size != 1 or datamodule is None:
+    if datamodule is None or not needs_warm_up(module):
         return 0.0
     started = time.perf_counter()
     net = module.net
@@ -40,5 +39,12 @@ def warm_up_device(module) -> float:
     torch.linalg.eigh(torch.eye(4, device=device))  # the whitening init's solver
     net.load_state_dict(state)
     net.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - started
+
+
+def needs_warm_up(module) -> bool:
+    """One CUDA device: elsewhere there is nothing to autotune or load lazily (and under DDP a
+    stray backward would fire the gradient hooks)."""
+    return module.device.type == "cuda" and module.trainer.world_size == 1
