@@ -275,6 +275,18 @@ def _module(**options):
     return ImageClassifier(net, optimizer=torch.optim.SGD, num_classes=10, **options)
 
 
+def _whitening_init(**options):
+    from cifar_lab.recipes.whitening import WhiteningInit
+
+    return WhiteningInit(**options)
+
+
+def _bias_freeze(**options):
+    from cifar_lab.recipes.whitening import FreezeWhiteningBias
+
+    return FreezeWhiteningBias(**options)
+
+
 def _datamodule(**options):
     from cifar_lab.data.datamodule import CIFARDataModule
     from cifar_lab.data.sources import SyntheticSource
@@ -301,7 +313,8 @@ def _decoupled_sgd(**options):
     ("override", "build", "options"),
     [
         ("module.tta_level=5", _module, {"tta_level": 5}),
-        ("module.whitening_eps=0", _module, {"whitening_eps": 0}),
+        ("module.whitening_eps=0", _whitening_init, {"eps": 0}),
+        ("module.whiten_bias_epochs=-1", _bias_freeze, {"after_epochs": -1}),
         ("module.label_smoothing=1.5", _module, {"label_smoothing": 1.5}),
         ("data.val_size=-1", _datamodule, {"val_size": -1}),
         ("data.eval_batch_size=0", _datamodule, {"eval_batch_size": 0}),

@@ -203,92 +203,141 @@ def test_cpu90_recipe_composes_for_cpus_and_trains_small_then_full_size(make_cfg
     assert metrics["test/acc"] > 0.3  # it learns across the change of size; chance is 0.1
 
 
-def test_whitening_bias_freezes_after_its_epochs(monkeypatch):
-    """The bias trains for whiten_bias_epochs epochs; after that its gradient is dropped before
-    every optimizer step (requires_grad stays on: DDP forbids changing it mid-run)."""
-    from cifar_lab.models import FastNet
-    from cifar_lab.training.module import ImageClassifier
-
-    module = ImageClassifier(
-        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=2
-    )
-    monkeypatch.setattr(ImageClassifier, "current_epoch", property(lambda self: self._epoch))
-    kept = []
-    for epoch in range(4):
-        module._epoch = epoch
-        module.net.whiten.bias.grad = torch.ones_like(module.net.whiten.bias)
-        module.on_before_optimizer_step(None)
-        kept.append(module.net.whiten.bias.grad is not None)
-        assert module.net.whiten.bias.requires_grad
-    assert kept == [True, True, False, False]
-
-
-@pytest.mark.parametrize(("world_size", "stops_gradient"), [(1, True), (2, False)])
-def test_whitening_bias_gradient_stops_on_one_device(monkeypatch, world_size, stops_gradient):
-    """On one device requires_grad goes off after whiten_bias_epochs, so backward skips the first
-    conv's input gradient; under DDP (world_size > 1) it must stay on and the grad is dropped."""
+def _bias_freeze(after_epochs: int, world_size: int):
+    """FreezeWhiteningBias set up for a fit of FastNet, with a stand-in trainer whose epoch tests move."""
     from types import SimpleNamespace
 
     from cifar_lab.models import FastNet
+    from cifar_lab.recipes.whitening import FreezeWhiteningBias
     from cifar_lab.training.module import ImageClassifier
 
-    module = ImageClassifier(
-        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whiten_bias_epochs=1
-    )
-    monkeypatch.setattr(ImageClassifier, "current_epoch", property(lambda self: self._epoch))
-    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: SimpleNamespace(world_size=world_size)))
-    module._epoch = 0
-    module.on_train_batch_start(None, 0)
-    assert module.net.whiten.bias.requires_grad
+    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10)
+    trainer = SimpleNamespace(current_epoch=0, world_size=world_size)
+    callback = FreezeWhiteningBias(after_epochs)
+    callback.setup(trainer, module, "fit")
+    return callback, trainer, module
+
+
+def test_whitening_bias_freezes_after_its_epochs():
+    """Under DDP the bias trains for whiten_bias_epochs epochs; after that its gradient is dropped
+    before every optimizer step (requires_grad stays on: DDP forbids changing it mid-run)."""
+    callback, trainer, module = _bias_freeze(after_epochs=2, world_size=2)
+    bias = module.net.whiten.bias
+    kept = []
+    for epoch in range(4):
+        trainer.current_epoch = epoch
+        callback.on_train_batch_start(trainer, module, None, 0)
+        bias.grad = torch.ones_like(bias)
+        callback.on_before_optimizer_step(trainer, module, None)
+        kept.append(bias.grad is not None)
+        assert bias.requires_grad
+    assert kept == [True, True, False, False]
+    assert module.net.whiten.weight.grad is None and not module.net.whiten.weight.requires_grad  # only the bias
+
+
+@pytest.mark.parametrize(("world_size", "stops_gradient"), [(1, True), (2, False)])
+def test_whitening_bias_gradient_stops_on_one_device(world_size, stops_gradient):
+    """On one device requires_grad goes off after whiten_bias_epochs, so backward skips the first
+    conv's input gradient; under DDP (world_size > 1) it must stay on and the grad is dropped.
+    After the fit the bias trains again."""
+    callback, trainer, module = _bias_freeze(after_epochs=1, world_size=world_size)
+    bias = module.net.whiten.bias
+    callback.on_train_batch_start(trainer, module, None, 0)
+    assert bias.requires_grad
     module(torch.randn(4, 3, 32, 32)).sum().backward()
-    assert module.net.whiten.bias.grad is not None
+    assert bias.grad is not None
     module.zero_grad(set_to_none=True)
-    module._epoch = 1
-    module.on_train_batch_start(None, 0)
-    assert module.net.whiten.bias.requires_grad is not stops_gradient
+    trainer.current_epoch = 1
+    callback.on_train_batch_start(trainer, module, None, 0)
+    assert bias.requires_grad is not stops_gradient
     module(torch.randn(4, 3, 32, 32)).sum().backward()
-    module.on_before_optimizer_step(None)
-    assert module.net.whiten.bias.grad is None
+    callback.on_before_optimizer_step(trainer, module, None)
+    assert bias.grad is None
+    callback.on_train_end(trainer, module)
+    assert bias.requires_grad
+
+
+def test_whitening_bias_freeze_reaches_training(make_cfg, tmp_path):
+    """module.whiten_bias_epochs through train(): the bias trains in its epoch, then stays put
+    (the per-epoch checkpoints hold it), while the rest of the net keeps training."""
+    from cifar_lab.runtime.checkpoint_io import load_checkpoint
+
+    cfg = make_cfg(
+        "experiment=speed94",
+        "data=synthetic",
+        "trainer=cpu",
+        "epochs=3",
+        "module.whiten_bias_epochs=1",
+        "module.tta_level=0",
+        "model.widths=[8,16,16]",
+        "data.batch_size=100",
+        "callbacks.lookahead=null",  # its pulls would move a frozen bias once, to its average
+        "+callbacks.every_epoch._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"+callbacks.every_epoch.dirpath={tmp_path}/epochs",
+        "+callbacks.every_epoch.save_top_k=-1",
+        "+callbacks.every_epoch.filename='e{epoch}'",
+        fast=False,
+    )
+    train(cfg)
+    states = [load_checkpoint(tmp_path / "epochs" / f"eepoch={epoch}.ckpt")["state_dict"] for epoch in range(3)]
+    bias = [state["net.whiten.bias"] for state in states]
+    head = [state["net.head.weight"] for state in states]
+    assert bias[0].abs().sum() > 0  # trained in epoch 0 (the init zeroes it)
+    assert torch.equal(bias[0], bias[1]) and torch.equal(bias[1], bias[2])  # frozen from epoch 1 on
+    assert not torch.equal(head[1], head[2])  # the rest still trains
 
 
 @pytest.mark.parametrize(("eps", "low", "high"), [(5e-4, 0.9, 1.1), (10.0, 0.0, 0.5)])
-def test_whitening_eps_reaches_the_init(monkeypatch, eps, low, high):
+def test_whitening_eps_reaches_the_init(eps, low, high):
     """module.whitening_eps is the eps of the whitening init: the whitened patches keep unit
     variance at airbench's 5e-4, and are damped when eps is far above the patch variances."""
     from types import SimpleNamespace
 
     from cifar_lab.models import FastNet
+    from cifar_lab.recipes.whitening import WhiteningInit
     from cifar_lab.training.module import ImageClassifier
 
     images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    module = ImageClassifier(
-        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, whitening_eps=eps
-    )
+    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10)
     datamodule = SimpleNamespace(train_sample=lambda n, device: images[:n])
-    trainer = SimpleNamespace(datamodule=datamodule, ckpt_path=None)  # a fresh fit on the CPU
-    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: trainer))
-    module.on_fit_start()
+    trainer = SimpleNamespace(datamodule=datamodule, ckpt_path=None)  # a fresh fit
+    WhiteningInit(eps).on_fit_start(trainer, module)
     with torch.no_grad():
         features = module.net.whiten(images)[:, :12]
     variance = features.square().mean(dim=(0, 2, 3))
     assert low < variance.mean() < high
+    assert module.clock.seconds > 0  # the init is training time
+
+
+def test_whitening_init_leaves_a_resumed_fit_alone():
+    """A resumed fit's whitening layer comes from its checkpoint: the init does not overwrite it."""
+    from types import SimpleNamespace
+
+    from cifar_lab.models import FastNet
+    from cifar_lab.recipes.whitening import WhiteningInit
+    from cifar_lab.training.module import ImageClassifier
+
+    module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10)
+    before = module.net.whiten.weight.clone()
+    datamodule = SimpleNamespace(train_sample=lambda n, device: torch.randn(n, 3, 32, 32))
+    WhiteningInit().on_fit_start(SimpleNamespace(datamodule=datamodule, ckpt_path="last.ckpt"), module)
+    assert torch.equal(module.net.whiten.weight, before)
+    WhiteningInit().on_fit_start(SimpleNamespace(datamodule=datamodule, ckpt_path=None), module)
+    assert not torch.equal(module.net.whiten.weight, before)
 
 
 def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatch):
     """The GPU warm-up (forced here on the CPU) runs real train and TTA passes, then restores
-    everything training depends on."""
+    everything training depends on; its seconds are kept out of the training clock."""
     from contextlib import nullcontext
     from types import SimpleNamespace
 
     from cifar_lab.models import FastNet
+    from cifar_lab.recipes import warmup
     from cifar_lab.training.module import ImageClassifier
 
     module = ImageClassifier(
-        FastNet(num_classes=10, widths=[8, 8, 8]),
-        optimizer=torch.optim.SGD,
-        num_classes=10,
-        tta_level=2,
-        whitening_init=False,
+        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, tta_level=2
     )
     datamodule = SimpleNamespace(
         batch_size=16, eval_batch_size=8, train_sample=lambda n, device: torch.zeros(n, 3, 32, 32)
@@ -305,16 +354,18 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
     monkeypatch.setattr(ImageClassifier, "forward", lambda self, x: calls.append(len(x)) or original_forward(self, x))
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
     rng = torch.get_rng_state()
-    from cifar_lab.training import warmup
 
     assert not warmup.needs_warm_up(module)  # CPU: nothing to warm
+    warmup.DeviceWarmup().on_fit_start(trainer, module)
+    assert calls == [] and module.clock.excluded["warmup"] == 0
     monkeypatch.setattr(warmup, "needs_warm_up", lambda module: True)
-    module.on_fit_start()
+    warmup.DeviceWarmup().on_fit_start(trainer, module)
     assert calls[:2] == [16, 16] and calls[2:] == [8] * 6  # two train steps, six TTA views
     after = module.net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
     assert all(p.grad is None for p in module.parameters())
-    assert torch.equal(torch.get_rng_state(), rng) and module.warmup_seconds > 0
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert module.clock.excluded["warmup"] > 0 and module.clock.seconds == 0
 
 
 def test_checkpoint_holds_one_copy_of_the_weights():

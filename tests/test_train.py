@@ -103,7 +103,7 @@ def test_metrics_match_a_hand_computation():
         def forward(self, x):
             return logits[x[:, 0, 0, 0].long()]
 
-    module = ImageClassifier(Fixed(), optimizer=torch.optim.SGD, num_classes=3, whitening_init=False)
+    module = ImageClassifier(Fixed(), optimizer=torch.optim.SGD, num_classes=3)
     module.log = lambda *a, **k: None
     index_images = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 3, 2, 2)
     module.test_step((index_images, labels), 0)

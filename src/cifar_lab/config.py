@@ -376,8 +376,9 @@ def _validate_optimization(cfg: DictConfig) -> None:
 
 
 def validate_module_options(options: dict[str, Any]) -> None:
-    """The module.* values both config checking and ImageClassifier's constructor rely on:
-    the one home of these rules (the constructor calls it for code that builds a module directly)."""
+    """The module.* values both config checking and the constructors that receive them rely on:
+    the one home of these rules (ImageClassifier, WhiteningInit and FreezeWhiteningBias call it
+    for code that builds them directly)."""
     for key in ("tta_level", "val_tta_level"):
         level = options.get(key)
         allowed = "" if key == "tta_level" else ", or null (as tta_level)"

@@ -62,7 +62,7 @@ def test_stratified_sample_takes_everything_when_asked_for_more():
 
 
 def test_whitening_init_sees_every_class(monkeypatch):
-    """The module's whitening init takes its 5000 images from the DataModule's balanced sample."""
+    """The whitening init takes its 5000 images from the DataModule's balanced sample."""
     import cifar_lab.recipes.whitening as whitening
     from cifar_lab.models import FastNet
     from cifar_lab.training.module import ImageClassifier
@@ -71,8 +71,7 @@ def test_whitening_init_sees_every_class(monkeypatch):
     monkeypatch.setattr(whitening, "init_whitening", lambda layer, images, eps: seen.append(images))
     dm = _datamodule()
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10)
-    trainer = SimpleNamespace(datamodule=dm, ckpt_path=None)  # a fresh fit, on the CPU (no warm-up)
-    monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: trainer))
-    module.on_fit_start()
+    trainer = SimpleNamespace(datamodule=dm, ckpt_path=None)  # a fresh fit
+    whitening.WhiteningInit().on_fit_start(trainer, module)
     counts = np.bincount(_classes_of(seen[0]), minlength=10)
     assert len(seen[0]) == 5000 and counts.min() == counts.max() == 500

@@ -13,7 +13,7 @@ Faithful to airbench94 except where noted:
 * The whitening conv's weight is frozen (``requires_grad=False``): it is set from data by
   ``cifar_lab.recipes.whitening.init_whitening`` and acts as fixed preprocessing; its bias
   trains (airbench trains it for the first 3 epochs only, then freezes it; that schedule is
-  the trainer's job, ``whiten_bias_trainable`` only sets the starting state).
+  ``recipes.whitening.FreezeWhiteningBias``'s job, ``whiten_bias_trainable`` only sets the starting state).
 * No half precision / channels_last here: precision is the trainer's choice.
 """
 

@@ -21,47 +21,33 @@ from cifar_lab.config import check_freeze, check_freeze_fits
 from cifar_lab.errors import ConfigError
 
 
-class FreezeLayers(pl.Callback):
-    """From epoch ``from_epoch`` on, the parameters of ``modules`` (names inside the module's
-    ``net``) stop training. BatchNorm layers among them keep their batch statistics and running
-    averages up to date, as before. Weight averaging (``callbacks.lookahead``) still averages
-    them: a frozen layer moves once, to its average, at the next pull, then stays.
+class FreezeParameters(pl.Callback):
+    """From epoch ``from_epoch`` on, the parameters that :meth:`select` picks stop training.
 
     One device: ``requires_grad`` goes off, so backward skips them. Under DDP, which forbids that
     mid-run, their gradients are dropped before each optimizer step instead: the same updates,
-    without the saving.
+    without the saving. At the end of the fit they train again (a later fit in the same process
+    must not inherit the freeze). Subclasses say which parameters: :class:`FreezeLayers`, and
+    ``recipes.whitening.FreezeWhiteningBias``.
     """
 
-    def __init__(self, modules: Sequence[str], from_epoch: int) -> None:
-        check_freeze(modules, from_epoch)
-        self.modules = list(modules)
+    def __init__(self, from_epoch: int) -> None:
         self.from_epoch = from_epoch
         self._params: list[nn.Parameter] = []
         self._applied = False  # requires_grad is off (one device)
 
-    def _net(self, pl_module: pl.LightningModule) -> nn.Module:
-        return getattr(pl_module, "net", pl_module)
+    def select(self, trainer: pl.Trainer, net: nn.Module) -> list[nn.Parameter]:
+        """The parameters to freeze (called once per fit, at setup)."""
+        raise NotImplementedError
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        net = self._net(pl_module)
-        names = dict(net.named_modules())
-        missing = [m for m in self.modules if m not in names]
-        if missing:
-            top = ", ".join(name for name, _ in net.named_children())
-            raise ConfigError(
-                f"callbacks.freeze.modules names {', '.join(missing)}, which the net does not have; "
-                f"its top-level submodules are: {top}"
-            )
-        max_epochs = trainer.max_epochs
-        check_freeze_fits(self.from_epoch, max_epochs if max_epochs is not None and max_epochs >= 0 else None)
         # each parameter once, and only those that train at all
         seen: dict[int, nn.Parameter] = {}
-        for name in self.modules:
-            for p in names[name].parameters():
-                if p.requires_grad:
-                    seen.setdefault(id(p), p)
+        for p in self.select(trainer, getattr(pl_module, "net", pl_module)):
+            if p.requires_grad:
+                seen.setdefault(id(p), p)
         self._params = list(seen.values())
         self._applied = False
 
@@ -85,8 +71,33 @@ class FreezeLayers(pl.Callback):
                 p.grad = None  # the optimizer skips parameters without a gradient
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # the trained net leaves as it came: every parameter trainable again (a later fit or
-        # fine-tune in the same process must not inherit the freeze)
         for p in self._params:
             p.requires_grad_(True)
         self._applied = False
+
+
+class FreezeLayers(FreezeParameters):
+    """From epoch ``from_epoch`` on, the parameters of ``modules`` (names inside the module's
+    ``net``) stop training (see :class:`FreezeParameters`). BatchNorm layers among them keep their
+    batch statistics and running averages up to date, as before. Weight averaging
+    (``callbacks.lookahead``) still averages them: a frozen layer moves once, to its average, at
+    the next pull, then stays.
+    """
+
+    def __init__(self, modules: Sequence[str], from_epoch: int) -> None:
+        check_freeze(modules, from_epoch)
+        super().__init__(from_epoch)
+        self.modules = list(modules)
+
+    def select(self, trainer: pl.Trainer, net: nn.Module) -> list[nn.Parameter]:
+        names = dict(net.named_modules())
+        missing = [m for m in self.modules if m not in names]
+        if missing:
+            top = ", ".join(name for name, _ in net.named_children())
+            raise ConfigError(
+                f"callbacks.freeze.modules names {', '.join(missing)}, which the net does not have; "
+                f"its top-level submodules are: {top}"
+            )
+        max_epochs = trainer.max_epochs
+        check_freeze_fits(self.from_epoch, max_epochs if max_epochs is not None and max_epochs >= 0 else None)
+        return [p for name in self.modules for p in names[name].parameters()]

@@ -123,7 +123,6 @@ def _scoring_module(cfg: DictConfig, loaded):
         optimizer=torch.optim.SGD,  # never used: nothing is trained
         num_classes=len(loaded.classes),
         channels_last=bool(hparams.get("channels_last", False)),
-        whitening_init=False,
         tta_level=int(hparams.get("tta_level", 0) if tta_level is None else tta_level),
         classes=loaded.classes,
         mean=loaded.mean,

@@ -46,12 +46,17 @@ def build_datamodule(cfg: DictConfig, stage: str | None = None):
     return datamodule
 
 
+# module.* switches of the training tricks: callbacks (build_tricks), not ImageClassifier arguments
+TRICK_OPTIONS = ("device_warmup", "whitening_init", "whitening_eps", "whiten_bias_epochs")
+
+
 def build_module(cfg: DictConfig, datamodule):
     """The ImageClassifier: cfg.model's net sized to the data's classes, with optimizer and scheduler."""
     from hydra.utils import instantiate
 
     from cifar_lab.training.module import ImageClassifier
 
+    options = {key: value for key, value in cfg.module.items() if key not in TRICK_OPTIONS}
     return ImageClassifier(
         net=instantiate(cfg.model)(num_classes=datamodule.num_classes),
         optimizer=instantiate(cfg.optimizer),
@@ -61,8 +66,25 @@ def build_module(cfg: DictConfig, datamodule):
         mean=datamodule.mean.tolist(),
         std=datamodule.std.tolist(),
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
-        **cfg.module,
+        **options,
     )
+
+
+def build_tricks(cfg: DictConfig) -> list[Any]:
+    """The training tricks that module.* switches on, each a callback, after the guard every run has."""
+    from cifar_lab.recipes.warmup import DeviceWarmup
+    from cifar_lab.recipes.whitening import FreezeWhiteningBias, WhiteningInit
+    from cifar_lab.training.finite import FiniteLossGuard
+
+    module = cfg.module
+    tricks: list[Any] = [FiniteLossGuard()]
+    if module.device_warmup:
+        tricks.append(DeviceWarmup())  # first: its passes leave the weights as they were
+    if module.whitening_init:
+        tricks.append(WhiteningInit(module.whitening_eps))
+    if module.whiten_bias_epochs is not None:
+        tricks.append(FreezeWhiteningBias(module.whiten_bias_epochs))
+    return tricks
 
 
 def build_loggers(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> list[Any]:
@@ -77,7 +99,8 @@ def build_loggers(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> list[An
 
 
 def build_callbacks(cfg: DictConfig, datamodule, loggers: list[Any], preemption) -> tuple[list[Any], Any]:
-    """cfg.callbacks plus the run's own: resume checkpoints and, in a search, trial pruning.
+    """The training tricks (build_tricks), cfg.callbacks, and the run's own: resume checkpoints
+    and, in a search, trial pruning.
 
     Returns the callbacks and the pruning callback (None outside a search)."""
     from cifar_lab.runtime.resume_checkpoint import ResumeCheckpoint
@@ -88,7 +111,7 @@ def build_callbacks(cfg: DictConfig, datamodule, loggers: list[Any], preemption)
         callbacks_cfg["model_checkpoint"].update(monitor=None, save_top_k=0)
     if not loggers:
         callbacks_cfg.pop("learning_rate_monitor", None)  # it needs a logger to write to
-    callbacks = instantiate_group(OmegaConf.create(callbacks_cfg), "callbacks")
+    callbacks = build_tricks(cfg) + instantiate_group(OmegaConf.create(callbacks_cfg), "callbacks")
     output_dir = Path(cfg.paths.output_dir)
     callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", cfg.get("checkpoint_every_n_steps"), preemption))
     pruning = trial_pruning(cfg)

@@ -3,17 +3,53 @@ host sync per step (the flag stays on the device and is read every few steps).""
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightning.pytorch as pl
 import torch
 
 from cifar_lab.errors import NonFiniteLossError
 
+# how often (in steps) the flag is read on accelerators: each read is a host sync; on the CPU it
+# is free, so it is read every step there
+CHECK_EVERY = 25
 
-class FiniteLossGuard:
-    """The first step whose loss was not finite (-1: none) and that loss, kept on the device."""
+
+class FiniteLossGuard(pl.Callback):
+    """Raises NonFiniteLossError once a training loss was NaN or infinite, and before any
+    checkpoint of diverged weights is written. Every training run has one (``build_callbacks``).
+
+    The first bad step and its loss are kept on the device (tensor ops only: no sync per step)
+    and read every step on the CPU, every :data:`CHECK_EVERY` steps elsewhere, at each epoch's
+    and the run's last step, and before a checkpoint is saved.
+    """
 
     def __init__(self) -> None:
         self._bad_step: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None
+        self._total_steps = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._total_steps = int(trainer.estimated_stepping_batches)
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        self.track(loss.detach(), trainer.global_step + 1)  # the optimizer step this loss is for
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        epoch_ends = batch_idx + 1 >= trainer.num_training_batches or step >= self._total_steps
+        # the epoch's and the run's last step too: under DDP the shared check must happen inside
+        # the batch loop, since at epoch end rank 0's progress bar runs metric syncs the others do not
+        if pl_module.device.type == "cpu" or step % CHECK_EVERY == 0 or epoch_ends:
+            self.check(trainer, all_ranks=True)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer)  # never write a checkpoint of diverged weights
 
     def track(self, loss: torch.Tensor, step: int) -> None:
         """Record ``step`` if ``loss`` is the first non-finite one (tensor ops only: no sync)."""
@@ -24,7 +60,7 @@ class FiniteLossGuard:
         self._bad_step = torch.where(first, torch.full_like(self._bad_step, step), self._bad_step)
         self._bad_loss = torch.where(first, loss.float(), self._bad_loss)
 
-    def check(self, module, all_ranks: bool = False) -> None:
+    def check(self, trainer: pl.Trainer, all_ranks: bool = False) -> None:
         """Raise NonFiniteLossError if any loss tracked so far was NaN or infinite.
 
         ``all_ranks``: under DDP, gather every rank's flag so that all ranks stop at the same
@@ -35,9 +71,9 @@ class FiniteLossGuard:
             return
         # (first bad step, its loss) per rank; float32 holds step numbers exactly up to 2**24
         state = torch.stack([self._bad_step.float(), self._bad_loss])
-        rank, world_size = None, module.trainer.world_size
+        rank, world_size = None, trainer.world_size
         if all_ranks and world_size > 1:
-            states = module.all_gather(state).reshape(-1, 2)
+            states = trainer.strategy.all_gather(state).reshape(-1, 2)
             bad = (states[:, 0] >= 0).nonzero().flatten()
             if len(bad):
                 rank = int(bad[states[bad, 0].argmin()])
@@ -46,7 +82,7 @@ class FiniteLossGuard:
         if step >= 0:
             where = f" on rank {rank} of {world_size}" if rank is not None else ""
             raise NonFiniteLossError(
-                f"the training loss became {value} at step {int(step)} (epoch {module.current_epoch}){where}; "
+                f"the training loss became {value} at step {int(step)} (epoch {trainer.current_epoch}){where}; "
                 f"training stopped, weights of that step were not saved; lower optimizer.lr, set "
                 f"trainer.gradient_clip_val, or check the data",
                 step=int(step),

@@ -11,20 +11,14 @@ from torch import nn
 
 from cifar_lab.config import validate_module_options
 from cifar_lab.recipes.tta import tta_logits
-from cifar_lab.recipes.whitening import init_whitening_from_data, whitening_bias_to_freeze
 from cifar_lab.runtime.resume_state import restore_resume_state, resume_state
-from cifar_lab.training.finite import FiniteLossGuard
 from cifar_lab.training.metrics import stage_metrics
 from cifar_lab.training.optim import apply_lr_scales, param_groups
 from cifar_lab.training.timing import DeviceClock
-from cifar_lab.training.warmup import warm_up_device
 
 # metrics whose running state must survive a mid-epoch resume (train/* are epoch means, and
 # val/acc_best is the best over all epochs so far)
 _RESUMED_METRICS = ("train_loss", "train_acc", "val_acc_best")
-# how often (in steps) the non-finite-loss flag is read on accelerators: each read is a host
-# sync; on the CPU it is free, so it is read every step there
-_FINITE_CHECK_EVERY = 25
 
 
 class ImageClassifier(pl.LightningModule):
@@ -32,7 +26,10 @@ class ImageClassifier(pl.LightningModule):
 
     Metrics live on the device and accumulate per step; Lightning computes and logs them
     once per epoch, so a step costs no host sync. ``val/acc_best`` tracks the best
-    validation accuracy so far, which is what sweeps optimize.
+    validation accuracy so far, which is what sweeps optimize. :attr:`clock` times training
+    as airbench does (validation and checkpoint writes excluded). Training tricks (whitening
+    init, warm-up, freezing, Lookahead) and the non-finite-loss guard are callbacks
+    (``cifar_lab.recipes``, ``training.finite``), added by ``training.build.build_callbacks``.
     """
 
     def __init__(
@@ -46,10 +43,6 @@ class ImageClassifier(pl.LightningModule):
         exclude_norm_and_bias_from_decay: bool = True,
         channels_last: bool = False,
         compile: bool = False,
-        device_warmup: bool = True,
-        whitening_init: bool = True,
-        whitening_eps: float = 5e-4,
-        whiten_bias_epochs: int | None = None,
         norm_lr_scale: float = 1.0,
         tta_level: int = 0,
         val_tta_level: int | None = None,
@@ -59,18 +52,9 @@ class ImageClassifier(pl.LightningModule):
         model_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        validate_module_options(
-            dict(
-                tta_level=tta_level,
-                val_tta_level=val_tta_level,
-                norm_lr_scale=norm_lr_scale,
-                whitening_eps=whitening_eps,
-                whiten_bias_epochs=whiten_bias_epochs,
-                label_smoothing=label_smoothing,
-            )
-        )
         # plain values only: checkpoints must load without unpickling code objects
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        validate_module_options(dict(self.hparams))
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -84,9 +68,7 @@ class ImageClassifier(pl.LightningModule):
         for name, metric in stage_metrics(num_classes).items():  # train_loss, val_acc, test_auroc, ...
             setattr(self, name, metric)
         self.clock = DeviceClock()
-        self.warmup_seconds = 0.0
         self.steps_at_train_start = 0
-        self.finite = FiniteLossGuard()
         self._total_steps = 0  # the fit's optimizer steps, set with the schedule in configure_optimizers
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -108,12 +90,6 @@ class ImageClassifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.trainer.ckpt_path is None:
             self.val_acc_best.reset()  # a resumed run keeps the best of its earlier epochs
-        if self.hparams.device_warmup:
-            self.warmup_seconds = warm_up_device(self)
-        if self.hparams.whitening_init and self.trainer.ckpt_path is None:
-            self.clock.start()  # the init is part of training, as airbench counts it
-            init_whitening_from_data(self.net, getattr(self.trainer, "datamodule", None), self.hparams.whitening_eps)
-            self.clock.stop()
 
     def on_train_start(self) -> None:
         # after the data is on the device: loading is not training time
@@ -126,22 +102,6 @@ class ImageClassifier(pl.LightningModule):
         self.train_loss.reset()
         self.train_acc.reset()
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # per step, not per epoch: Lightning skips on_train_epoch_start on a mid-epoch resume
-        bias = whitening_bias_to_freeze(self.net, self.hparams.whiten_bias_epochs, self.current_epoch)
-        if bias is not None and bias.requires_grad and self.trainer.world_size == 1:
-            # one device: stop the gradient itself, so backward skips the first conv's input
-            # gradient at full resolution (~5% of a CPU step); DDP keeps it (see below)
-            bias.requires_grad_(False)
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # airbench: the whitening bias learns the data's offset early, then is frozen. Under
-        # DDP its gradient is dropped (the optimizer then skips it) rather than requires_grad
-        # turned off mid-run, which DDP forbids for a parameter it has registered.
-        bias = whitening_bias_to_freeze(self.net, self.hparams.whiten_bias_epochs, self.current_epoch)
-        if bias is not None:
-            bias.grad = None
-
     def on_train_end(self) -> None:
         self.clock.stop()
 
@@ -149,7 +109,6 @@ class ImageClassifier(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.criterion(logits, labels)
-        self.finite.track(loss.detach(), self.global_step + 1)
         # update(), not forward(): no per-batch compute, the epoch value is computed once
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits.detach(), labels)
@@ -157,24 +116,12 @@ class ImageClassifier(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         trainer = self.trainer
-        epoch_ends = batch_idx + 1 >= trainer.num_training_batches or trainer.global_step >= self._total_steps
-        if epoch_ends:
+        if batch_idx + 1 >= trainer.num_training_batches or trainer.global_step >= self._total_steps:
             # once per epoch, not per step: Lightning's result collection moves a logged metric
             # to the device again on every call, ~0.2-0.4 ms a step for these two at batch 16
             # (benchmarks/step_overhead.py); the values are epoch means of every step either way
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        # the epoch's and the run's last step too: under DDP the shared check must happen inside
-        # the batch loop, since at epoch end rank 0's progress bar runs metric syncs the others do not
-        if self.device.type == "cpu" or trainer.global_step % _FINITE_CHECK_EVERY == 0 or epoch_ends:
-            self.check_finite(all_ranks=True)
-
-    def on_train_epoch_end(self) -> None:
-        self.check_finite()
-
-    def check_finite(self, all_ranks: bool = False) -> None:
-        """Raise NonFiniteLossError if any training loss so far was NaN or infinite (see FiniteLossGuard)."""
-        self.finite.check(self, all_ranks)
 
     # -- evaluation ----------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -228,7 +175,6 @@ class ImageClassifier(pl.LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.check_finite()  # never write a checkpoint of diverged weights
         # what a resumed run needs to continue exactly: running metric states and global RNGs
         checkpoint["cifar_lab_resume"] = resume_state(self, _RESUMED_METRICS)
         # what predict/eval need to rebuild the model without the training config

@@ -34,7 +34,7 @@ def run_summary(
         "val_time_s": round(module.clock.excluded["validation"], 3),
         "checkpoint_time_s": round(module.clock.excluded["checkpoint"], 3),
         # outside train_time_s, as airbench's warm-up: cudnn autotuning, kernel loading (GPU)
-        "warmup_time_s": round(module.warmup_seconds, 3),
+        "warmup_time_s": round(module.clock.excluded["warmup"], 3),
         "train_images_per_s": round(trained_images / fit_time, 1) if fit_time > 0 else None,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,

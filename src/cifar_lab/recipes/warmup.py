@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import time
 
+import lightning.pytorch as pl
 import torch
 
 from cifar_lab.recipes.tta import tta_logits
+
+
+class DeviceWarmup(pl.Callback):
+    """At the start of a fit on one GPU: :func:`warm_up_device`, its seconds kept out of the
+    training clock as ``clock.excluded["warmup"]`` (metrics.json's ``warmup_time_s``)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        seconds = warm_up_device(pl_module)
+        clock = getattr(pl_module, "clock", None)
+        if clock is not None:
+            clock.excluded["warmup"] += seconds
 
 
 def warm_up_device(module) -> float:
@@ -34,7 +46,7 @@ def warm_up_device(module) -> float:
             module(batch(datamodule.batch_size)).float().sum().backward()
         net.eval()
         with torch.no_grad():
-            tta_logits(module, batch(datamodule.eval_batch_size), module.hparams.tta_level)
+            tta_logits(module, batch(datamodule.eval_batch_size), module.hparams.get("tta_level", 0))
         net.train()
     torch.linalg.eigh(torch.eye(4, device=device))  # the whitening init's solver
     net.load_state_dict(state)
