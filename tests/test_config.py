@@ -30,7 +30,12 @@ def test_every_group_option_composes_and_validates(make_cfg, tmp_path, group, op
 def test_defaults_are_the_documented_ones(make_cfg):
     cfg = make_cfg(fast=False)
     choices = cfg.hydra.runtime.choices
-    assert (choices.data, choices.model, choices.optimizer, choices.scheduler) == ("cifar10", "fast", "sgd", "onecycle")
+    assert (choices.data, choices.model, choices.optimizer, choices.scheduler) == (
+        "cifar10",
+        "fast",
+        "sgd",
+        "warmup_linear",
+    )
     assert cfg.data.val_size == 5000 and cfg.trainer.accelerator == "auto"
 
 

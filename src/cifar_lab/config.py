@@ -369,7 +369,7 @@ def _validate_optimization(cfg: DictConfig) -> None:
     scheduler = _get(cfg, "scheduler", None)
     _require(
         not scheduler or "_target_" in scheduler,
-        "scheduler has no _target_: pick scheduler=onecycle, cosine or none",
+        "scheduler has no _target_: pick scheduler=warmup_linear, cosine or none",
     )
     if scheduler:
         check_schedule(*(scheduler.get(key, 0.0) for key in ("warmup_fraction", "initial_factor", "final_factor")))

@@ -7,7 +7,7 @@ them as partials and the LightningModule supplies ``total_steps`` once the train
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -98,22 +98,28 @@ def decoupled_to_torch(lr: float, momentum: float, weight_decay: float, batch_si
     return torch_lr, decay_per_step / torch_lr
 
 
-def _check(total_steps: int, warmup_fraction: float, initial_factor: float, final_factor: float) -> None:
+def _warmup_then(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_fraction: float,
+    initial_factor: float,
+    final_factor: float,
+    decay: Callable[[float], float],
+) -> LambdaLR:
+    """Linear ramp from ``initial_factor`` to the base lr over the warm-up steps, then the lr
+    factor ``decay(t)`` for t from 0 to 1 over the remaining steps (from 1 to ``final_factor``)."""
     if total_steps <= 0:
         raise ConfigError(f"the schedule needs a positive number of steps, got {total_steps}")
     check_schedule(warmup_fraction, initial_factor, final_factor)
-
-
-def _warmup_then(decay, total_steps: int, warmup_fraction: float, initial_factor: float):
     warmup_steps = round(warmup_fraction * total_steps)
+    span = max(total_steps - warmup_steps, 1)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return initial_factor + (1.0 - initial_factor) * step / warmup_steps
-        span = max(total_steps - warmup_steps, 1)
         return decay(min((step - warmup_steps) / span, 1.0))
 
-    return factor
+    return LambdaLR(optimizer, factor)
 
 
 def warmup_linear_decay(
@@ -124,9 +130,8 @@ def warmup_linear_decay(
     final_factor: float = 0.0,
 ) -> LambdaLR:
     """Linear ramp to the base lr, then a straight line down (the speedruns' triangle)."""
-    _check(total_steps, warmup_fraction, initial_factor, final_factor)
     decay = lambda t: 1.0 + (final_factor - 1.0) * t  # noqa: E731
-    return LambdaLR(optimizer, _warmup_then(decay, total_steps, warmup_fraction, initial_factor))
+    return _warmup_then(optimizer, total_steps, warmup_fraction, initial_factor, final_factor, decay)
 
 
 def warmup_cosine(
@@ -137,6 +142,5 @@ def warmup_cosine(
     final_factor: float = 0.0,
 ) -> LambdaLR:
     """Linear ramp to the base lr, then a half cosine down to ``final_factor``."""
-    _check(total_steps, warmup_fraction, initial_factor, final_factor)
     decay = lambda t: final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * t))  # noqa: E731
-    return LambdaLR(optimizer, _warmup_then(decay, total_steps, warmup_fraction, initial_factor))
+    return _warmup_then(optimizer, total_steps, warmup_fraction, initial_factor, final_factor, decay)
