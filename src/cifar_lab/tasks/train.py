@@ -13,7 +13,7 @@ import math
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
@@ -27,6 +27,9 @@ from cifar_lab.training.failures import (
     fit_failures,
     stop_if_signalled_after_training,
 )
+
+if TYPE_CHECKING:
+    from cifar_lab.training.build import TrainingRun
 
 __all__ = ["DiskFullError", "config_dir", "main", "train"]
 
@@ -68,67 +71,55 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
 
     import lightning.pytorch as pl
 
-    from cifar_lab.runtime.checkpoint import check_resumable
     from cifar_lab.runtime.checkpoint_io import load_checkpoint
     from cifar_lab.runtime.hardware import set_cpu_threads
     from cifar_lab.runtime.logs import route_library_logs_through_hydra
-    from cifar_lab.training.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
+    from cifar_lab.training.build import build_run
 
     route_library_logs_through_hydra()
     # read (weights-only) and check a checkpoint before any data work or output
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     set_cpu_threads(cfg)
-
-    datamodule = build_datamodule(cfg, stage="fit")
-    module = build_module(cfg, datamodule)
-    if checkpoint is not None:
-        check_resumable(checkpoint, module, datamodule.batch_size, ckpt_path)
-    datamodule.augment_spec.check_model_takes_crops(module.net, datamodule.image_size)
-    loggers = build_loggers(cfg, checkpoint)
-    callbacks, pruning = build_callbacks(cfg, datamodule, loggers, preemption)
-    trainer = build_trainer(
-        cfg, datamodule, module, callbacks, loggers, (ckpt_path, checkpoint) if checkpoint is not None else None
-    )
+    run = build_run(cfg, preemption, ckpt_path, checkpoint)
     del checkpoint  # the checkpoint IO holds it until fit reads it
 
-    with fit_failures(cfg, trainer, preemption):
-        _fit(cfg, trainer, module, datamodule, ckpt_path, preemption)
-    metrics, test_seconds = _test(cfg, trainer, module, datamodule, pruning)
-    return _summarize(cfg, trainer, module, datamodule, metrics, test_seconds, pruning, loggers, ckpt_path, preemption)
+    with fit_failures(cfg, run.trainer, preemption):
+        _fit(run)
+    metrics, test_seconds = _test(run)
+    return _summarize(run, metrics, test_seconds)
 
 
-def _fit(cfg: DictConfig, trainer, module, datamodule, ckpt_path: Path | None, preemption) -> None:
+def _fit(run: TrainingRun) -> None:
     """trainer.fit, then the checkpoint eval, predict and resume need (written off the training clock)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from cifar_lab.runtime.resume import Preempted
 
-    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
-    fit_ckpt = display_path(ckpt_path) if ckpt_path else None  # relative: no user folders in the log
-    trainer.fit(module, datamodule=datamodule, ckpt_path=fit_ckpt, weights_only=True)
-    if preemption.requested:  # signalled after the last training step: keep the finished state
+    trainer = run.trainer
+    checkpoints = Path(run.cfg.paths.output_dir) / "checkpoints"
+    fit_ckpt = display_path(run.ckpt_path) if run.ckpt_path else None  # relative: no user folders in the log
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=fit_ckpt, weights_only=True)
+    if run.preemption.requested:  # signalled after the last training step: keep the finished state
         trainer.save_checkpoint(checkpoints / "resume.ckpt")
-        raise Preempted(preemption.signum)
+        raise Preempted(run.preemption.signum)
     if not any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks):
         # lean recipes (callbacks=none) save nothing per epoch: keep the final weights
         trainer.save_checkpoint(checkpoints / "last.ckpt")
 
 
-def _test(cfg: DictConfig, trainer, module, datamodule, pruning) -> tuple[dict[str, float], float]:
+def _test(run: TrainingRun) -> tuple[dict[str, float], float]:
     """The fit metrics, plus the test pass's when the run finished; and the test pass's seconds."""
     from cifar_lab.training.summary import scalar_metrics
     from cifar_lab.training.timing import DeviceClock
 
+    trainer = run.trainer
     metrics = scalar_metrics(trainer.callback_metrics)
     clock = DeviceClock()
-    if not trainer.interrupted and (
-        pruning is None or pruning.pruned_epoch is None
-    ):  # a pruned trial is not worth a test pass
+    if not trainer.interrupted and run.pruned_epoch is None:  # a pruned trial is not worth a test pass
         clock.start()
-        trainer.test(
-            module, datamodule=datamodule, ckpt_path=_test_ckpt_path(cfg, trainer), verbose=False, weights_only=True
-        )
+        ckpt_path = _test_ckpt_path(run.cfg, trainer)
+        trainer.test(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
         clock.stop()
         metrics.update(scalar_metrics(trainer.callback_metrics))
     return metrics, clock.seconds
@@ -146,19 +137,18 @@ def _test_ckpt_path(cfg: DictConfig, trainer) -> str | None:
     return display_path(Path(best))  # relative: the log names no user folders
 
 
-def _summarize(cfg, trainer, module, datamodule, metrics, test_seconds, pruning, loggers, ckpt_path, preemption):
+def _summarize(run: TrainingRun, metrics: dict[str, float], test_seconds: float) -> dict[str, Any]:
     """Write metrics.json and the hparams tab, log the metrics, and return them."""
     from cifar_lab.runtime.io import write_json_atomic
     from cifar_lab.runtime.logs import log_hparams
     from cifar_lab.training.summary import run_summary
 
-    pruned_epoch = pruning.pruned_epoch if pruning is not None else None
-    summary = run_summary(cfg, trainer, module, datamodule, metrics, test_seconds, pruned_epoch, ckpt_path is not None)
-    if trainer.is_global_zero:
-        write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", summary)
-        log_hparams(loggers, cfg, summary)
+    summary = run_summary(run, metrics, test_seconds)
+    if run.trainer.is_global_zero:
+        write_json_atomic(Path(run.cfg.paths.output_dir) / "metrics.json", summary)
+        log_hparams(run.loggers, run.cfg, summary)
     log.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
-    stop_if_signalled_after_training(preemption)
+    stop_if_signalled_after_training(run.preemption)
     return summary
 
 

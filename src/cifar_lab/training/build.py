@@ -8,6 +8,7 @@ alone (the data's class count, the run folder, a resumed checkpoint) is added he
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,38 @@ def build_trainer(cfg: DictConfig, datamodule, module, callbacks: list[Any], log
     # SIGTERM is ours (Preemption): Lightning's handler would stop without a consistent checkpoint
     trainer._signal_connector.register_signal_handlers = lambda: None
     return trainer
+
+
+@dataclass
+class TrainingRun:
+    """The pieces of one training run, built once by :func:`build_run` and handed to each step."""
+
+    cfg: DictConfig
+    datamodule: Any
+    module: Any
+    trainer: Any
+    loggers: list[Any]
+    pruning: Any  # the trial-pruning callback of a search job, else None
+    ckpt_path: Path | None  # the checkpoint a resumed run continues from
+    preemption: Any
+
+    @property
+    def pruned_epoch(self) -> int | None:
+        return self.pruning.pruned_epoch if self.pruning is not None else None
+
+
+def build_run(cfg: DictConfig, preemption, ckpt_path: Path | None, checkpoint: dict[str, Any] | None) -> TrainingRun:
+    """Data (set up for fit), module, loggers, callbacks and trainer; a resumed run's
+    checkpoint (``ckpt_path``, already read as ``checkpoint``) is checked against them first."""
+    from cifar_lab.runtime.checkpoint import check_resumable
+
+    datamodule = build_datamodule(cfg, stage="fit")
+    module = build_module(cfg, datamodule)
+    if checkpoint is not None:
+        check_resumable(checkpoint, module, datamodule.batch_size, ckpt_path)
+    datamodule.augment_spec.check_model_takes_crops(module.net, datamodule.image_size)
+    loggers = build_loggers(cfg, checkpoint)
+    callbacks, pruning = build_callbacks(cfg, datamodule, loggers, preemption)
+    resume_from = (ckpt_path, checkpoint) if checkpoint is not None else None
+    trainer = build_trainer(cfg, datamodule, module, callbacks, loggers, resume_from)
+    return TrainingRun(cfg, datamodule, module, trainer, loggers, pruning, ckpt_path, preemption)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cifar_lab.training.build import TrainingRun
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -10,17 +13,10 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def run_summary(
-    cfg,
-    trainer,
-    module,
-    datamodule,
-    metrics: dict[str, float],
-    test_seconds: float,
-    pruned_epoch: int | None,
-    resumed: bool,
-) -> dict[str, Any]:
-    """What metrics.json says of a run that finished training (completed, pruned or interrupted)."""
+def run_summary(run: TrainingRun, metrics: dict[str, float], test_seconds: float) -> dict[str, Any]:
+    """What metrics.json says of a run (a ``build.TrainingRun``) that finished training
+    (completed, pruned or interrupted)."""
+    cfg, trainer, module, datamodule = run.cfg, run.trainer, run.module, run.datamodule
     fit_time = module.clock.seconds
     # images trained by this process (a resumed run's clock starts at its checkpoint)
     trained_images = (trainer.global_step - module.steps_at_train_start) * datamodule.batch_size * trainer.world_size
@@ -41,9 +37,9 @@ def run_summary(
         "params": sum(p.numel() for p in module.net.parameters()),
         "seed": cfg.seed,
         "device": str(trainer.strategy.root_device),
-        "status": "interrupted" if trainer.interrupted else ("pruned" if pruned_epoch is not None else "completed"),
-        "resumed": resumed,
+        "status": "interrupted" if trainer.interrupted else ("pruned" if run.pruned_epoch is not None else "completed"),
+        "resumed": run.ckpt_path is not None,
     }
-    if pruned_epoch is not None:
-        summary["pruned_epoch"] = pruned_epoch
+    if run.pruned_epoch is not None:
+        summary["pruned_epoch"] = run.pruned_epoch
     return summary
