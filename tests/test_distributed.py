@@ -32,6 +32,24 @@ def _run(args: list[str], cwd) -> subprocess.CompletedProcess:
     )
 
 
+def _whole_split_accuracy(ckpt_path) -> float:
+    """Test accuracy of a checkpoint of a DDP_ARGS run, scored in this process on the whole split."""
+    import torch
+
+    from cifar_lab.data.datamodule import CIFARDataModule
+    from cifar_lab.data.sources import SyntheticSource
+    from cifar_lab.runtime.checkpoint import load_trained
+
+    loaded = load_trained(ckpt_path)
+    source = SyntheticSource(num_classes=10, train_per_class=100, test_per_class=20, seed=0)  # data=synthetic, seed 0
+    datamodule = CIFARDataModule(source, val_size=100, batch_size=50, mean=loaded.mean, std=loaded.std)
+    datamodule.setup("test")
+    net = loaded.net.eval()
+    with torch.no_grad():
+        right = sum(int((net(x).argmax(-1) == y).sum()) for x, y in datamodule.test_dataloader())
+    return right / len(datamodule._on_device("test")[1])
+
+
 def test_ddp_two_cpu_processes_share_one_output_folder(tmp_path):
     run_dir = tmp_path / "run"
     result = _run([*DDP_ARGS, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
@@ -40,12 +58,59 @@ def test_ddp_two_cpu_processes_share_one_output_folder(tmp_path):
     # 900 training images, 2 ranks, batch 50 per rank: 450 each -> 9 steps an epoch, not 18
     assert metrics["steps"] == 18 and metrics["epochs"] == 2
     assert metrics["test/acc"] > 0.3
+    # each rank scored half of the test split and the metric synced: the accuracy is that of
+    # the final weights on the whole split, in one process
+    assert metrics["test/acc"] == pytest.approx(_whole_split_accuracy(run_dir / "checkpoints" / "last.ckpt"), abs=1e-6)
     # one run folder: no other folder was made for rank 1, and only rank 0 wrote results
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["run"]
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert not list(run_dir.glob(".pl_hydra*"))
     assert len(list(run_dir.rglob("metrics.json"))) == 1
     assert len(list((run_dir / "csv").glob("metrics.csv"))) == 1
+
+
+def _report_of_shard(rank: int, world_size: int, port: int, probs, labels, out_dir) -> None:
+    """One DDP rank (gloo): the test report of its share (every world_size-th sample), computed."""
+    import torch
+    import torch.distributed as dist
+
+    from cifar_lab.training.metrics import test_report
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        report = test_report(probs.shape[1], ece_bins=5)
+        report.update(probs[rank::world_size], labels[rank::world_size])
+        torch.save(report.compute(), out_dir / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_test_report_of_sharded_ranks_is_the_report_of_the_whole_split(tmp_path):
+    """Calibration error, confusion matrix and per-class accuracy sync across DDP ranks: two
+    ranks that each score half of the split report what one process scoring all of it does."""
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    from cifar_lab.training.metrics import test_report
+
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.randn(101, 4, generator=generator).softmax(-1)
+    labels = torch.randint(0, 4, (101,), generator=generator)
+    whole = test_report(4, ece_bins=5)
+    whole.update(probs, labels)
+    expected = whole.compute()
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    mp.spawn(_report_of_shard, args=(2, port, probs, labels, tmp_path), nprocs=2)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.equal(got["confusion_matrix"], expected["confusion_matrix"])
+        assert int(got["confusion_matrix"].sum()) == 101  # each sample once, not once per rank
+        assert torch.allclose(got["acc_per_class"], expected["acc_per_class"])
+        assert torch.allclose(got["ece"], expected["ece"], atol=1e-6)
 
 
 def test_ddp_inside_a_multirun_does_not_re_expand_the_sweep(tmp_path):

@@ -75,3 +75,26 @@ def test_whitening_init_sees_every_class(monkeypatch):
     whitening.WhiteningInit().on_fit_start(trainer, module)
     counts = np.bincount(_classes_of(seen[0]), minlength=10)
     assert len(seen[0]) == 5000 and counts.min() == counts.max() == 500
+
+
+def test_each_ddp_rank_scores_its_share_of_validation_and_test(monkeypatch):
+    """Under DDP the eval loaders shard the split: together the ranks score every image once."""
+    import pytest
+
+    from cifar_lab.errors import ConfigError
+
+    dm = _datamodule(val_size=500)
+    dm.setup("test")
+    shares = {"val": [], "test": []}
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    for rank in range(3):
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=3, strategy=cpu)
+        for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+            shares[split].append(torch.cat([labels for _, labels in loader]))
+    for split, expected in (("val", dm._on_device("val")[1]), ("test", dm._on_device("test")[1])):
+        sizes = [len(share) for share in shares[split]]
+        assert max(sizes) - min(sizes) <= 1 and sum(sizes) == len(expected)
+        assert torch.equal(torch.cat(shares[split]).sort().values, expected.sort().values)
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=501, strategy=cpu)
+    with pytest.raises(ConfigError, match="data.val_size has 500 images, fewer than the 501 devices"):
+        dm.val_dataloader()

@@ -142,6 +142,21 @@ def test_ranks_get_disjoint_shards_covering_the_epoch():
     assert set(shards[0].tolist()) | set(shards[1].tolist()) == set(range(100))
 
 
+def test_evaluation_shards_score_every_sample_once_and_training_shards_step_together():
+    """every_sample (val/test under DDP): 3 ranks of 10 images get 4, 3 and 3 of them, all 10
+    once. Training shards are equal (3 each): every rank must take the same number of steps."""
+    images, labels = _images(10), torch.arange(10)
+
+    def shard(rank: int, **kwargs) -> list[int]:
+        loader = DeviceLoader(images, labels, 2, rank=rank, world_size=3, **kwargs)
+        return torch.cat([y for _, y in loader]).tolist()
+
+    scored = [shard(r, every_sample=True) for r in range(3)]
+    assert [len(s) for s in scored] == [4, 3, 3] and sorted(sum(scored, [])) == list(range(10))
+    trained = [shard(r, shuffle=True) for r in range(3)]
+    assert [len(s) for s in trained] == [3, 3, 3] and len(set(sum(trained, []))) == 9
+
+
 def test_crop_epochs_train_on_random_windows_inside_the_image_then_full_size():
     images = _images(200)
     spec = AugmentSpec(translate=2, crop=4, crop_epochs=2)

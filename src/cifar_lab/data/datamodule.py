@@ -13,6 +13,7 @@ from cifar_lab.config import validate_data_options
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.loader import AugmentSpec, DeviceLoader, normalize
 from cifar_lab.data.split import stratified_sample, stratified_split
+from cifar_lab.errors import ConfigError
 
 
 class CIFARDataModule(pl.LightningDataModule):
@@ -164,8 +165,17 @@ class CIFARDataModule(pl.LightningDataModule):
         return cached
 
     def _eval_loader(self, split: str) -> DeviceLoader:
+        """Under DDP each rank scores its own shard and the metrics sync (torchmetrics): every
+        image counts once, and evaluation runs world_size times faster."""
         images, labels = self._on_device(split)
-        return DeviceLoader(images, labels, self.eval_batch_size)
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if len(images) < world_size:
+            key = "data.val_size" if split == "val" else f"the {split} split"
+            raise ConfigError(
+                f"{key} has {len(images)} images, fewer than the {world_size} devices that each score a share "
+                f"of it; use at least {world_size} (or fewer devices)"
+            )
+        return DeviceLoader(images, labels, self.eval_batch_size, rank=rank, world_size=world_size, every_sample=True)
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch

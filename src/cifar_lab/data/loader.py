@@ -101,7 +101,9 @@ class DeviceLoader:
 
     Randomness of epoch ``e`` (order, flips, crops) comes from a generator seeded with
     (seed, e) alone, so any epoch can be replayed exactly, also after a resume. With
-    ``world_size > 1`` each rank takes a disjoint slice of the same epoch permutation.
+    ``world_size > 1`` each rank takes a disjoint slice of the same epoch permutation: of equal
+    length for training (ranks step together; the at most world_size-1 left over are skipped),
+    or, with ``every_sample`` (evaluation), every sample once, in shards that differ by at most one.
 
     The loader is *stateful* in Lightning's sense (``state_dict``/``load_state_dict``):
     the checkpoint records (seed, epoch, batches already served), which fixes the shuffling
@@ -124,6 +126,7 @@ class DeviceLoader:
         epoch_fn: Callable[[], int] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        every_sample: bool = False,
     ) -> None:
         if batch_size <= 0:
             raise ConfigError(f"batch size must be a positive integer, got {batch_size}")
@@ -142,6 +145,7 @@ class DeviceLoader:
         self.epoch_fn = epoch_fn
         self.rank = rank
         self.world_size = world_size
+        self.every_sample = every_sample
         self._own_epoch = 0
         # progress of the iteration in flight (what state_dict() records)
         self._epoch_in_flight: int | None = None
@@ -151,7 +155,11 @@ class DeviceLoader:
 
     @property
     def samples_per_rank(self) -> int:
-        return len(self.images) // self.world_size if self.world_size > 1 else len(self.images)
+        """This rank's samples an epoch."""
+        n, world_size = len(self.images), self.world_size
+        if self.every_sample:
+            return len(range(self.rank, n, world_size))
+        return n // world_size
 
     def __len__(self) -> int:
         n = self.samples_per_rank

@@ -84,7 +84,9 @@ class TestPredictions(pl.Callback):
 
     ``ImageClassifier.test_step`` returns its logits, which are used as they are; for a
     module whose test step returns nothing, they are recomputed from the batch (with the
-    module's TTA level). ``eval`` reads :attr:`logits`/:attr:`labels` after ``trainer.test``.
+    module's TTA level). After ``trainer.test``, :attr:`results` holds the report of the whole
+    split (``training.metrics.test_report``; synced under DDP), :attr:`logits`/:attr:`labels`
+    this rank's share of it. Under DDP the mistakes grid shows rank 0's share.
     """
 
     __test__ = False  # a callback, not a pytest class
@@ -147,7 +149,7 @@ class TestPredictions(pl.Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._parts:
             return
-        self.results = {k: v.cpu() for k, v in self.report.compute().items()}  # each rank scored the whole split
+        self.results = {k: v.cpu() for k, v in self.report.compute().items()}  # synced: every rank's shard
         self.logits = torch.cat([p[0] for p in self._parts])
         self.labels = torch.cat([p[1] for p in self._parts])
         self._parts = []
