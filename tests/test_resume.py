@@ -69,8 +69,12 @@ def _newest(run_dir: Path) -> tuple[int, str]:
 
 
 def _interrupt_after(proc: subprocess.Popen, run_dir: Path, step: int, signum: int, timeout: float = 120) -> tuple:
-    """Send ``signum`` once a checkpoint at ``step`` or later exists: (signal, its step, its file)."""
+    """Send ``signum`` once ``proc`` has written a checkpoint at ``step`` or later: (signal, its
+    step, its file). Written by ``proc``, not left by the process before it: a killed process may
+    write a step or two between the check that found its step and the kill, and a signal sent
+    while the new one is still importing would find no handler installed yet."""
     deadline = time.monotonic() + timeout
+    step = max(step, _newest(run_dir)[0] + 1)  # read before proc, still starting up, can write
     while (newest := _newest(run_dir))[0] < step:
         assert proc.poll() is None, f"run ended before step {step}: {proc.stderr.read()[-2000:]}"
         assert time.monotonic() < deadline, f"no checkpoint at step {step} after {timeout} s"
