@@ -52,7 +52,9 @@ def _whole_split_accuracy(ckpt_path) -> float:
 
 def test_ddp_two_cpu_processes_share_one_output_folder(tmp_path):
     run_dir = tmp_path / "run"
-    result = _run([*DDP_ARGS, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    # the test report's sync and the gathering of mistakes run on both ranks at test end
+    report = "+callbacks.test_predictions._target_=cifar_lab.training.callbacks.TestPredictions"
+    result = _run([*DDP_ARGS, report, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # 900 training images, 2 ranks, batch 50 per rank: 450 each -> 9 steps an epoch, not 18
@@ -74,20 +76,38 @@ def _report_of_shard(rank: int, world_size: int, port: int, probs, labels, out_d
     import torch
     import torch.distributed as dist
 
+    from cifar_lab.training.callbacks import gather_worst
     from cifar_lab.training.metrics import test_report
+
+    def stacked(tensor: torch.Tensor) -> torch.Tensor:  # what trainer.strategy.all_gather returns
+        parts = [torch.empty_like(tensor) for _ in range(world_size)]
+        dist.all_gather(parts, tensor)
+        return torch.stack(parts)
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         report = test_report(probs.shape[1], ece_bins=5)
         report.update(probs[rank::world_size], labels[rank::world_size])
-        torch.save(report.compute(), out_dir / f"rank{rank}.pt")
+        # rank 0 made mistakes with confidence 0.9, 0.5 and 0.2, rank 1 one with 0.7: each image
+        # is filled with its confidence, its label is 10 * rank
+        confidence = torch.tensor([0.9, 0.5, 0.2] if rank == 0 else [0.7])
+        n = len(confidence)
+        mine = (
+            confidence.view(n, 1, 1, 1).expand(n, 3, 2, 2).clone(),
+            torch.full((n,), 10 * rank),
+            torch.ones(n, dtype=torch.long),
+            confidence,
+        )
+        worst = gather_worst(stacked, mine, 3, (3, 2, 2))
+        torch.save({"report": report.compute(), "worst": worst}, out_dir / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 def test_the_test_report_of_sharded_ranks_is_the_report_of_the_whole_split(tmp_path):
     """Calibration error, confusion matrix and per-class accuracy sync across DDP ranks: two
-    ranks that each score half of the split report what one process scoring all of it does."""
+    ranks that each score half of the split report what one process scoring all of it does. The
+    grid of most confident mistakes takes them from both ranks."""
     import socket
 
     import torch
@@ -106,11 +126,30 @@ def test_the_test_report_of_sharded_ranks_is_the_report_of_the_whole_split(tmp_p
         port = free.getsockname()[1]
     mp.spawn(_report_of_shard, args=(2, port, probs, labels, tmp_path), nprocs=2)
     for rank in range(2):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
+        saved = torch.load(tmp_path / f"rank{rank}.pt")
+        got = saved["report"]
+        images, true, _, confidence = saved["worst"]  # the 3 most confident mistakes of both ranks
+        assert confidence.tolist() == pytest.approx([0.9, 0.7, 0.5]) and true.tolist() == [0, 10, 0]
+        assert torch.equal(images[:, 0, 0, 0], confidence)  # each image stays with its own row
         assert torch.equal(got["confusion_matrix"], expected["confusion_matrix"])
         assert int(got["confusion_matrix"].sum()) == 101  # each sample once, not once per rank
         assert torch.allclose(got["acc_per_class"], expected["acc_per_class"])
         assert torch.allclose(got["ece"], expected["ece"], atol=1e-6)
+
+
+def test_gathered_mistakes_skip_the_padding_of_a_rank_without_mistakes():
+    """A rank with no mistakes sends only padding (confidence -1), which is never shown."""
+    import torch
+
+    from cifar_lab.training.callbacks import gather_worst
+
+    def with_a_mistake_free_rank(tensor):  # rank 1 padded its empty share: confidence -1
+        return torch.stack([tensor, torch.full_like(tensor, -1)])
+
+    mine = (torch.ones(2, 3, 2, 2), torch.tensor([4, 5]), torch.tensor([1, 2]), torch.tensor([0.8, 0.6]))
+    images, true, predicted, confidence = gather_worst(with_a_mistake_free_rank, mine, 4, (3, 2, 2))
+    assert confidence.tolist() == pytest.approx([0.8, 0.6]) and true.tolist() == [4, 5] and predicted.tolist() == [1, 2]
+    assert gather_worst(with_a_mistake_free_rank, None, 4, (3, 2, 2)) is None
 
 
 def test_ddp_inside_a_multirun_does_not_re_expand_the_sweep(tmp_path):

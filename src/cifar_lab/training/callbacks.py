@@ -86,7 +86,7 @@ class TestPredictions(pl.Callback):
     module whose test step returns nothing, they are recomputed from the batch (with the
     module's TTA level). After ``trainer.test``, :attr:`results` holds the report of the whole
     split (``training.metrics.test_report``; synced under DDP), :attr:`logits`/:attr:`labels`
-    this rank's share of it. Under DDP the mistakes grid shows rank 0's share.
+    this rank's share of it; the most confident mistakes are gathered from every rank.
     """
 
     __test__ = False  # a callback, not a pytest class
@@ -102,6 +102,7 @@ class TestPredictions(pl.Callback):
         self.labels: torch.Tensor | None = None
         self.images: torch.Tensor | None = None  # the top misclassified, normalized (N, C, H, W)
         self._parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._image_shape: tuple[int, ...] = ()
         self._worst: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # -- collection ----------------------------------------------------------------------
@@ -129,6 +130,7 @@ class TestPredictions(pl.Callback):
             self.report = test_report(logits.shape[1], self.ece_bins).to(logits.device)
         self.report.update(logits.softmax(-1), labels)
         self._parts.append((logits.cpu(), labels.detach().cpu()))
+        self._image_shape = tuple(images.shape[1:])
         self._keep_worst(images.detach(), logits, labels.detach())
 
     def _keep_worst(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -153,6 +155,15 @@ class TestPredictions(pl.Callback):
         self.logits = torch.cat([p[0] for p in self._parts])
         self.labels = torch.cat([p[1] for p in self._parts])
         self._parts = []
+        if trainer.world_size > 1:  # every rank calls it (a collective), each with its share's mistakes
+            worst = gather_worst(
+                trainer.strategy.all_gather,
+                self.misclassified(),
+                self.num_misclassified,
+                self._image_shape,
+                pl_module.device,
+            )
+            self._worst = [worst] if worst is not None else []
         if not self.log_figures or not trainer.is_global_zero:
             return
         writer = _tensorboard_writer(trainer)
@@ -176,6 +187,30 @@ class TestPredictions(pl.Callback):
     def misclassified(self) -> tuple[torch.Tensor, ...] | None:
         """(images, labels, predicted, confidence) of the most confident mistakes, or None."""
         return self._worst[0] if self._worst else None
+
+
+def gather_worst(
+    all_gather: Any,
+    worst: tuple[torch.Tensor, ...] | None,
+    k: int,
+    image_shape: tuple[int, ...],
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, ...] | None:
+    """The ``k`` most confident of every rank's (images, labels, predicted, confidence) mistakes.
+
+    Each rank pads its own to ``k`` (confidence -1: no mistake) so that the tensors gathered have
+    one shape; ``all_gather`` stacks a tensor from every rank (``trainer.strategy.all_gather``,
+    on ``device``: NCCL gathers CUDA tensors only).
+    """
+    padded = [torch.zeros(k, *image_shape), torch.zeros(k, dtype=torch.long), torch.zeros(k, dtype=torch.long)]
+    padded.append(torch.full((k,), -1.0))
+    if worst is not None:
+        for part, mine in zip(padded, worst):
+            part[: len(mine)] = mine
+    gathered = [all_gather(part.to(device)).reshape(-1, *part.shape[1:]).cpu() for part in padded]
+    order = gathered[3].argsort(descending=True)[:k]
+    order = order[gathered[3][order] >= 0]
+    return tuple(part[order] for part in gathered) if len(order) else None
 
 
 def _logits_from(outputs: Any) -> torch.Tensor | None:
