@@ -71,6 +71,24 @@ def test_nan_loss_stops_names_the_step_keeps_the_last_good_checkpoint(make_cfg, 
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
 
 
+def test_no_checkpoint_of_diverged_weights_is_written_weights_only_ones_included(tmp_path):
+    """Lightning skips callbacks' on_save_checkpoint for weights-only saves: the checkpoint IO asks
+    the guard before every write instead, so no file appears once a loss was NaN."""
+    from types import SimpleNamespace
+
+    from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO
+    from cifar_lab.training.finite import FiniteLossGuard
+
+    guard = FiniteLossGuard()
+    guard.setup(SimpleNamespace(world_size=1, current_epoch=0), None, "fit")
+    io = SafeCheckpointIO(tmp_path, before_save=guard.check_before_save)
+    io.save_checkpoint({"state_dict": {}}, tmp_path / "good.ckpt")  # finite so far
+    guard.track(torch.tensor(float("nan")), step=7)
+    with pytest.raises(NonFiniteLossError, match="became nan at step 7"):
+        io.save_checkpoint({"state_dict": {}}, tmp_path / "diverged.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.ckpt"]
+
+
 def test_multirun_failed_job_keeps_the_other_jobs_results(tmp_path):
     """A diverging job (absurd lr) is marked failed; the sweep goes on and exits 0."""
     sweep = tmp_path / "sweep"

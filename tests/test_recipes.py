@@ -296,17 +296,19 @@ def test_whitening_eps_reaches_the_init(eps, low, high):
     from cifar_lab.models import FastNet
     from cifar_lab.recipes.whitening import WhiteningInit
     from cifar_lab.training.module import ImageClassifier
+    from cifar_lab.training.timing import TrainingTimer
 
     images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     module = ImageClassifier(FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10)
     datamodule = SimpleNamespace(train_sample=lambda n, device: images[:n])
-    trainer = SimpleNamespace(datamodule=datamodule, ckpt_path=None)  # a fresh fit
+    timer = TrainingTimer()
+    trainer = SimpleNamespace(datamodule=datamodule, ckpt_path=None, callbacks=[timer])  # a fresh fit
     WhiteningInit(eps).on_fit_start(trainer, module)
     with torch.no_grad():
         features = module.net.whiten(images)[:, :12]
     variance = features.square().mean(dim=(0, 2, 3))
     assert low < variance.mean() < high
-    assert module.clock.seconds > 0  # the init is training time
+    assert timer.clock.seconds > 0 and not timer.clock.running  # the init is training time
 
 
 def test_whitening_init_leaves_a_resumed_fit_alone():
@@ -333,8 +335,9 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
     from types import SimpleNamespace
 
     from cifar_lab.models import FastNet
-    from cifar_lab.recipes import warmup
+    from cifar_lab.recipes import device_warmup as warmup
     from cifar_lab.training.module import ImageClassifier
+    from cifar_lab.training.timing import TrainingTimer
 
     module = ImageClassifier(
         FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, tta_level=2
@@ -342,11 +345,13 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
     datamodule = SimpleNamespace(
         batch_size=16, eval_batch_size=8, train_sample=lambda n, device: torch.zeros(n, 3, 32, 32)
     )
+    timer = TrainingTimer()
     trainer = SimpleNamespace(
         datamodule=datamodule,
         world_size=1,
         ckpt_path=None,
         precision_plugin=SimpleNamespace(forward_context=nullcontext),
+        callbacks=[timer],
     )
     monkeypatch.setattr(ImageClassifier, "trainer", property(lambda self: trainer))
     calls = []
@@ -357,7 +362,7 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
 
     assert not warmup.needs_warm_up(module)  # CPU: nothing to warm
     warmup.DeviceWarmup().on_fit_start(trainer, module)
-    assert calls == [] and module.clock.excluded["warmup"] == 0
+    assert calls == [] and timer.clock.excluded["warmup"] == 0
     monkeypatch.setattr(warmup, "needs_warm_up", lambda module: True)
     warmup.DeviceWarmup().on_fit_start(trainer, module)
     assert calls[:2] == [16, 16] and calls[2:] == [8] * 6  # two train steps, six TTA views
@@ -365,7 +370,7 @@ def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatc
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
     assert all(p.grad is None for p in module.parameters())
     assert torch.equal(torch.get_rng_state(), rng)
-    assert module.clock.excluded["warmup"] > 0 and module.clock.seconds == 0
+    assert timer.clock.excluded["warmup"] > 0 and timer.clock.seconds == 0
 
 
 def test_checkpoint_holds_one_copy_of_the_weights():

@@ -188,9 +188,12 @@ def test_real_data_one_short_epoch_beats_chance_clearly(make_cfg, tmp_path):
     assert summary["test/acc"] > 0.3, summary  # chance is 0.1 on the 10000 official test images
 
 
-def test_train_time_leaves_out_validation_and_checkpoint_writes(make_cfg, monkeypatch):
+@pytest.mark.parametrize("val_size", [None, 0])
+def test_train_time_leaves_out_validation_and_checkpoint_writes(make_cfg, monkeypatch, val_size):
     """train_time_s is init + training steps + the test pass in every configuration: slow
-    per-epoch validation and slow checkpoint writes show up in their own fields instead."""
+    per-epoch validation and slow checkpoint writes show up in their own fields instead.
+    Without validation ModelCheckpoint writes last.ckpt at the end of training (its
+    on_train_end): that write is checkpoint time too."""
     import time
 
     import cifar_lab.runtime.checkpoint_io as checkpoint_io
@@ -213,11 +216,13 @@ def test_train_time_leaves_out_validation_and_checkpoint_writes(make_cfg, monkey
 
     monkeypatch.setattr(ImageClassifier, "on_validation_epoch_start", slow_validation)
     monkeypatch.setattr(checkpoint_io, "atomic_write_bytes", slow_write)
-    cfg = make_cfg("model=seed_cnn", "trainer.max_epochs=2", "checkpoint_every_n_steps=5")
+    no_validation = [] if val_size is None else [f"data.val_size={val_size}"]
+    cfg = make_cfg("model=seed_cnn", "trainer.max_epochs=2", "checkpoint_every_n_steps=5", *no_validation)
     started = time.perf_counter()
     summary = train(cfg)
     wall = time.perf_counter() - started
-    assert len(fit_validations) == 2 and len(saves) >= 4  # step saves, best and last per epoch
+    # step saves, and best and last per epoch (with validation) or last at the end (without)
+    assert len(fit_validations) == (2 if val_size is None else 0) and len(saves) >= 4
     assert summary["val_time_s"] >= pause * len(fit_validations)
     # every save happened inside fit, several during validation (ModelCheckpoint): each counts once
     assert summary["checkpoint_time_s"] >= pause * len(saves)

@@ -1,1 +1,2 @@
-"""Training recipes that act on models from outside (e.g. data-dependent initialisation)."""
+"""The airbench tricks, usable with any model: Lightning callbacks (whitening init and bias
+freeze, device warm-up, layer freezing, Lookahead) and plain functions (TTA, the Muon optimizer)."""

@@ -20,6 +20,7 @@ from torch import nn
 from cifar_lab.config import validate_module_options
 from cifar_lab.errors import ConfigError, DataError
 from cifar_lab.recipes.freezing import FreezeParameters
+from cifar_lab.training.timing import training_timer
 
 _CHUNK = 256  # images per unfold: bounds memory (5000 images at once is ~0.25 GB of patches)
 
@@ -113,12 +114,12 @@ class WhiteningInit(pl.Callback):
         datamodule = getattr(trainer, "datamodule", None)
         if layer is None or datamodule is None or trainer.ckpt_path is not None:
             return
-        clock = getattr(pl_module, "clock", None)
-        if clock is not None:
-            clock.start()
+        timer = training_timer(getattr(trainer, "callbacks", ()))
+        if timer is not None:
+            timer.clock.start()
         init_whitening(layer, datamodule.train_sample(5000, device=layer.weight.device), eps=self.eps)
-        if clock is not None:
-            clock.stop()
+        if timer is not None:
+            timer.clock.stop()
 
 
 class FreezeWhiteningBias(FreezeParameters):
@@ -131,5 +132,5 @@ class FreezeWhiteningBias(FreezeParameters):
         super().__init__(from_epoch=after_epochs)
 
     def select(self, trainer: pl.Trainer, net: nn.Module) -> list[nn.Parameter]:
-        layer = getattr(net, "whiten", None)
-        return [layer.bias] if isinstance(layer, nn.Conv2d) and layer.bias is not None else []
+        layer = find_whitening_layer(net)
+        return [layer.bias] if layer is not None and layer.bias is not None else []

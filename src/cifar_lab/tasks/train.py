@@ -1,7 +1,8 @@
 """The training task: one validated config in, one trained and tested model out.
 
-``train()`` reads as the run's story: check, build, fit, test, summarize. Each step lives in
-the module of its concept (``build``, ``checkpoint``, ``failures``, ``summary``, ``logs``).
+``_train()`` reads as the run's story: check, build (``training.build.build_run``), fit, test,
+summarize; ``train()`` wraps it in the failure handling (``training.failures``). ``_fit``,
+``_test`` and ``_summarize`` are the few lines that call Lightning and ``training.summary``.
 Only Hydra and OmegaConf are imported at module level: `python train.py --help` and config
 errors answer in a moment, before torch and Lightning load.
 """

@@ -73,7 +73,7 @@ def build_module(cfg: DictConfig, datamodule):
 
 def build_tricks(cfg: DictConfig) -> list[Any]:
     """The training tricks that module.* switches on, each a callback, after the guard every run has."""
-    from cifar_lab.recipes.warmup import DeviceWarmup
+    from cifar_lab.recipes.device_warmup import DeviceWarmup
     from cifar_lab.recipes.whitening import FreezeWhiteningBias, WhiteningInit
     from cifar_lab.training.finite import FiniteLossGuard
 
@@ -100,11 +100,12 @@ def build_loggers(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> list[An
 
 
 def build_callbacks(cfg: DictConfig, datamodule, loggers: list[Any], preemption) -> tuple[list[Any], Any]:
-    """The training tricks (build_tricks), cfg.callbacks, and the run's own: resume checkpoints
-    and, in a search, trial pruning.
+    """The training tricks (build_tricks), cfg.callbacks, and the run's own: the training clock,
+    resume checkpoints and, in a search, trial pruning.
 
     Returns the callbacks and the pruning callback (None outside a search)."""
     from cifar_lab.runtime.resume_checkpoint import ResumeCheckpoint
+    from cifar_lab.training.timing import TrainingTimer
 
     callbacks_cfg = resolved_group(cfg, "callbacks")
     if datamodule.val_size == 0 and callbacks_cfg.get("model_checkpoint"):
@@ -113,6 +114,8 @@ def build_callbacks(cfg: DictConfig, datamodule, loggers: list[Any], preemption)
     if not loggers:
         callbacks_cfg.pop("learning_rate_monitor", None)  # it needs a logger to write to
     callbacks = build_tricks(cfg) + instantiate_group(OmegaConf.create(callbacks_cfg), "callbacks")
+    # after the others' on_train_start (Lookahead's copy of the weights is not training time)
+    callbacks.append(TrainingTimer())
     output_dir = Path(cfg.paths.output_dir)
     callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", cfg.get("checkpoint_every_n_steps"), preemption))
     pruning = trial_pruning(cfg)
@@ -155,6 +158,8 @@ def build_trainer(cfg: DictConfig, datamodule, module, callbacks: list[Any], log
     Lightning does not read the file a second time."""
     from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO
     from cifar_lab.runtime.distributed import route_ddp_children_through_job_config
+    from cifar_lab.training.finite import FiniteLossGuard
+    from cifar_lab.training.timing import training_timer
 
     extra: dict[str, Any] = {} if datamodule.val_size > 0 else {"limit_val_batches": 0}
     if cfg.get("epochs") is not None:
@@ -163,7 +168,13 @@ def build_trainer(cfg: DictConfig, datamodule, module, callbacks: list[Any], log
         from cifar_lab.training.profiling import NoProfiler
 
         extra["profiler"] = NoProfiler()  # no profiling asked for: no per-hook cost either
-    checkpoint_io = SafeCheckpointIO(Path(cfg.paths.output_dir), clock=module.clock)
+    timer = training_timer(callbacks)
+    guard = next((c for c in callbacks if isinstance(c, FiniteLossGuard)), None)
+    checkpoint_io = SafeCheckpointIO(
+        Path(cfg.paths.output_dir),
+        clock=timer.clock if timer is not None else None,
+        before_save=guard.check_before_save if guard is not None else None,
+    )
     if resume_from is not None:
         checkpoint_io.preload(*resume_from)
     route_ddp_children_through_job_config()  # DDP ranks: the job's own config and folder
@@ -191,6 +202,13 @@ class TrainingRun:
     @property
     def pruned_epoch(self) -> int | None:
         return self.pruning.pruned_epoch if self.pruning is not None else None
+
+    @property
+    def timer(self):
+        """The run's TrainingTimer (training.timing): the training clock metrics.json reports."""
+        from cifar_lab.training.timing import training_timer
+
+        return training_timer(self.trainer.callbacks)
 
 
 def build_run(cfg: DictConfig, preemption, ckpt_path: Path | None, checkpoint: dict[str, Any] | None) -> TrainingRun:

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 
 from cifar_lab.recipes.tta import tta_logits
+from cifar_lab.training.timing import training_timer
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,12 @@ class EpochLog(pl.Callback):
         self._started = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start = (self._training_seconds(pl_module), trainer.global_step)
+        self._epoch_start = (self._training_seconds(trainer), trainer.global_step)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        seconds, step = self._training_seconds(pl_module), trainer.global_step
+        seconds, step = self._training_seconds(trainer), trainer.global_step
         total = int(trainer.estimated_stepping_batches)
         epoch_seconds, epoch_steps = seconds - self._epoch_start[0], step - self._epoch_start[1]
         batch = getattr(trainer.datamodule, "batch_size", None)
@@ -58,9 +59,9 @@ class EpochLog(pl.Callback):
             parts.append(f"left ~{_clock(seconds / step * (total - step))}")
         log.info("  ".join(parts))
 
-    def _training_seconds(self, pl_module: pl.LightningModule) -> float:
-        clock = getattr(pl_module, "clock", None)  # ImageClassifier's: validation and checkpoints excluded
-        return clock.elapsed() if clock is not None else time.perf_counter() - self._started
+    def _training_seconds(self, trainer: pl.Trainer) -> float:
+        timer = training_timer(trainer.callbacks)  # validation and checkpoints excluded
+        return timer.clock.elapsed() if timer is not None else time.perf_counter() - self._started
 
 
 def _epochs(trainer: pl.Trainer, total_steps: int) -> str:

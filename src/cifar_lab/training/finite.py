@@ -17,7 +17,7 @@ CHECK_EVERY = 25
 
 class FiniteLossGuard(pl.Callback):
     """Raises NonFiniteLossError once a training loss was NaN or infinite, and before any
-    checkpoint of diverged weights is written. Every training run has one (``build_callbacks``).
+    checkpoint of diverged weights is written. Every training run has one (``training.build.build_tricks``).
 
     The first bad step and its loss are kept on the device (tensor ops only: no sync per step)
     and read every step on the CPU, every :data:`CHECK_EVERY` steps elsewhere, at each epoch's
@@ -28,6 +28,10 @@ class FiniteLossGuard(pl.Callback):
         self._bad_step: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None
         self._total_steps = 0
+        self._trainer: pl.Trainer | None = None  # set at setup, for check_before_save
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._total_steps = int(trainer.estimated_stepping_batches)
@@ -50,6 +54,12 @@ class FiniteLossGuard(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         self.check(trainer)  # never write a checkpoint of diverged weights
+
+    def check_before_save(self) -> None:
+        """:meth:`check`, for the checkpoint IO to call before any write: Lightning calls
+        :meth:`on_save_checkpoint` for full checkpoints only, not for weights-only ones."""
+        if self._trainer is not None:
+            self.check(self._trainer)
 
     def track(self, loss: torch.Tensor, step: int) -> None:
         """Record ``step`` if ``loss`` is the first non-finite one (tensor ops only: no sync)."""

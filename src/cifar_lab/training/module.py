@@ -14,7 +14,6 @@ from cifar_lab.recipes.tta import tta_logits
 from cifar_lab.runtime.resume_state import restore_resume_state, resume_state
 from cifar_lab.training.metrics import stage_metrics
 from cifar_lab.training.optim import apply_lr_scales, param_groups
-from cifar_lab.training.timing import DeviceClock
 
 # metrics whose running state must survive a mid-epoch resume (train/* are epoch means, and
 # val/acc_best is the best over all epochs so far)
@@ -26,10 +25,10 @@ class ImageClassifier(pl.LightningModule):
 
     Metrics live on the device and accumulate per step; Lightning computes and logs them
     once per epoch, so a step costs no host sync. ``val/acc_best`` tracks the best
-    validation accuracy so far, which is what sweeps optimize. :attr:`clock` times training
-    as airbench does (validation and checkpoint writes excluded). Training tricks (whitening
-    init, warm-up, freezing, Lookahead) and the non-finite-loss guard are callbacks
-    (``cifar_lab.recipes``, ``training.finite``), added by ``training.build.build_callbacks``.
+    validation accuracy so far, which is what sweeps optimize. The training tricks (whitening
+    init, warm-up, freezing, Lookahead), the non-finite-loss guard and the training clock are
+    callbacks (``cifar_lab.recipes``, ``training.finite``, ``training.timing``), which
+    ``training.build.build_callbacks`` adds.
     """
 
     def __init__(
@@ -67,8 +66,6 @@ class ImageClassifier(pl.LightningModule):
 
         for name, metric in stage_metrics(num_classes).items():  # train_loss, val_acc, test_auroc, ...
             setattr(self, name, metric)
-        self.clock = DeviceClock()
-        self.steps_at_train_start = 0
         self._total_steps = 0  # the fit's optimizer steps, set with the schedule in configure_optimizers
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -91,19 +88,11 @@ class ImageClassifier(pl.LightningModule):
         if self.trainer.ckpt_path is None:
             self.val_acc_best.reset()  # a resumed run keeps the best of its earlier epochs
 
-    def on_train_start(self) -> None:
-        # after the data is on the device: loading is not training time
-        self.clock.start()
-        self.steps_at_train_start = self.trainer.global_step  # > 0 after a resume
-
     def on_train_epoch_start(self) -> None:
         # a fresh epoch: no running train/* state (a no-op, except after a resume from a
         # checkpoint written at an epoch's last step, which carries that epoch's state)
         self.train_loss.reset()
         self.train_acc.reset()
-
-    def on_train_end(self) -> None:
-        self.clock.stop()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -141,13 +130,6 @@ class ImageClassifier(pl.LightningModule):
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/auroc", auroc, on_step=False, on_epoch=True)
         return logits
-
-    def on_validation_start(self) -> None:
-        self.clock.pause("validation")  # per-epoch validation is not training time (no-op outside fit)
-
-    def on_validation_end(self) -> None:
-        # after the callbacks' on_validation_end, where ModelCheckpoint writes (checkpoint time)
-        self.clock.resume()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)

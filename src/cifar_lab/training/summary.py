@@ -17,9 +17,10 @@ def run_summary(run: TrainingRun, metrics: dict[str, float], test_seconds: float
     """What metrics.json says of a run (a ``build.TrainingRun``) that finished training
     (completed, pruned or interrupted)."""
     cfg, trainer, module, datamodule = run.cfg, run.trainer, run.module, run.datamodule
-    fit_time = module.clock.seconds
+    clock = run.timer.clock
+    fit_time = clock.seconds
     # images trained by this process (a resumed run's clock starts at its checkpoint)
-    trained_images = (trainer.global_step - module.steps_at_train_start) * datamodule.batch_size * trainer.world_size
+    trained_images = (trainer.global_step - run.timer.steps_at_start) * datamodule.batch_size * trainer.world_size
     summary = {
         **{k: v for k, v in metrics.items() if k.split("/")[0] in ("train", "val", "test")},
         # what airbench counts: data-driven init + training steps + the final (TTA) test pass,
@@ -27,10 +28,10 @@ def run_summary(run: TrainingRun, metrics: dict[str, float], test_seconds: float
         "train_time_s": round(fit_time + test_seconds, 3),
         "fit_time_s": round(fit_time, 3),
         "test_time_s": round(test_seconds, 3),
-        "val_time_s": round(module.clock.excluded["validation"], 3),
-        "checkpoint_time_s": round(module.clock.excluded["checkpoint"], 3),
+        "val_time_s": round(clock.excluded["validation"], 3),
+        "checkpoint_time_s": round(clock.excluded["checkpoint"], 3),
         # outside train_time_s, as airbench's warm-up: cudnn autotuning, kernel loading (GPU)
-        "warmup_time_s": round(module.clock.excluded["warmup"], 3),
+        "warmup_time_s": round(clock.excluded["warmup"], 3),
         "train_images_per_s": round(trained_images / fit_time, 1) if fit_time > 0 else None,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,

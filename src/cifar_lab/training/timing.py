@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import lightning.pytorch as pl
 import torch
 
 
@@ -44,9 +46,14 @@ class DeviceClock:
         self._started = self._now()
 
     def stop(self) -> None:
+        """Stop the clock; a pause in progress ends, its time counted under its label."""
         if self._started is not None:
             self.seconds += self._now() - self._started
             self._started = None
+        elif self._paused is not None:
+            label, since = self._paused
+            self._paused = None
+            self.excluded[label] += self._now() - since
 
     def pause(self, label: str) -> None:
         """Stop a running clock until :meth:`resume`; the gap counts as ``label`` (no-op when stopped)."""
@@ -81,3 +88,40 @@ class DeviceClock:
             elif self._paused is not None:  # inside a pause: not that pause's time too
                 outer, outer_since = self._paused
                 self._paused = (outer, outer_since + took)
+
+
+class TrainingTimer(pl.Callback):
+    """The run's training clock (:attr:`clock`) as airbench counts it: from the first training
+    step, the data already on the device, to the last, with the per-epoch validation passes
+    taken out (and checkpoint writes, by the checkpoint IO). Every training run has one
+    (``training.build.build_callbacks``); the whitening init runs on it, the device warm-up and
+    checkpoint writes are kept out of it, metrics.json and the epoch log read it.
+    """
+
+    def __init__(self) -> None:
+        self.clock = DeviceClock()
+        self.steps_at_start = 0  # the global step training (re)started from: > 0 after a resume
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock.start()
+        self.steps_at_start = trainer.global_step
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock.pause("validation")  # no-op outside fit (a stopped clock)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock.resume()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # paused, not stopped: ModelCheckpoint writes last.ckpt in its on_train_end, which runs
+        # after this one (Lightning calls checkpoint callbacks last), and a write in a pause
+        # still counts as checkpoint time
+        self.clock.pause("finishing")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock.stop()
+
+
+def training_timer(callbacks: Iterable[Any]) -> TrainingTimer | None:
+    """The TrainingTimer among ``callbacks`` (e.g. ``trainer.callbacks``), or None."""
+    return next((c for c in callbacks if isinstance(c, TrainingTimer)), None)

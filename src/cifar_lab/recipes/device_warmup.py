@@ -8,17 +8,18 @@ import lightning.pytorch as pl
 import torch
 
 from cifar_lab.recipes.tta import tta_logits
+from cifar_lab.training.timing import training_timer
 
 
 class DeviceWarmup(pl.Callback):
     """At the start of a fit on one GPU: :func:`warm_up_device`, its seconds kept out of the
-    training clock as ``clock.excluded["warmup"]`` (metrics.json's ``warmup_time_s``)."""
+    training clock as ``excluded["warmup"]`` (metrics.json's ``warmup_time_s``)."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         seconds = warm_up_device(pl_module)
-        clock = getattr(pl_module, "clock", None)
-        if clock is not None:
-            clock.excluded["warmup"] += seconds
+        timer = training_timer(getattr(trainer, "callbacks", ()))
+        if timer is not None:
+            timer.clock.excluded["warmup"] += seconds
 
 
 def warm_up_device(module) -> float:
