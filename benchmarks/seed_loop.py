@@ -35,16 +35,9 @@ class ArrayCIFAR10(VisionDataset):
         return img, target
 
 
-def run_seed_loop(arrays, epochs: int = 10, device: str = "cpu", seed: int = 0) -> dict[str, float]:
-    """Train and test exactly as the seed document does; returns accuracy and timings."""
-    torch.manual_seed(seed)
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
-    trainset = ArrayCIFAR10(arrays.train_images, arrays.train_labels, transform=transform)
-    trainloader = torch.utils.data.DataLoader(trainset, batch_size=32, shuffle=True)
-    testset = ArrayCIFAR10(arrays.test_images, arrays.test_labels, transform=transform)
-    testloader = torch.utils.data.DataLoader(testset, batch_size=32, shuffle=False)
-
-    model = nn.Sequential(
+def seed_network() -> nn.Sequential:
+    """The seed document's network, as written (SeedCNN must match it: tests/models/test_models.py)."""
+    return nn.Sequential(
         nn.Conv2d(3, 64, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2, 2),
@@ -55,7 +48,19 @@ def run_seed_loop(arrays, epochs: int = 10, device: str = "cpu", seed: int = 0) 
         nn.Linear(128 * 8 * 8, 1024),
         nn.ReLU(),
         nn.Linear(1024, 10),
-    ).to(device)
+    )
+
+
+def run_seed_loop(arrays, epochs: int = 10, device: str = "cpu", seed: int = 0) -> dict[str, float]:
+    """Train and test exactly as the seed document does; returns accuracy and timings."""
+    torch.manual_seed(seed)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    trainset = ArrayCIFAR10(arrays.train_images, arrays.train_labels, transform=transform)
+    trainloader = torch.utils.data.DataLoader(trainset, batch_size=32, shuffle=True)
+    testset = ArrayCIFAR10(arrays.test_images, arrays.test_labels, transform=transform)
+    testloader = torch.utils.data.DataLoader(testset, batch_size=32, shuffle=False)
+
+    model = seed_network().to(device)
     optimizer = optim.SGD(model.parameters(), lr=0.01)
     criterion = nn.CrossEntropyLoss()
 

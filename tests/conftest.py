@@ -47,6 +47,29 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
+# A one-epoch run of two steps, no logs or checkpoints: for subprocess runs that test what
+# surrounds training (search launches, import guards), not training itself.
+QUICK_RUN = [
+    "data=synthetic",
+    "model=seed_cnn",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "logger=none",
+    "callbacks=none",
+]
+
+# A small fast net on a few synthetic images, checkpoints on: for fault and security tests
+# (add logger=... to it).
+TINY_RUN = [
+    "model=fast",
+    "model.widths=[8,16,16]",
+    "data.source.train_per_class=20",
+    "data.val_size=20",
+    "data.batch_size=30",
+]
+
+
 # -- a real small sweep, shared by the report, eval/predict and notebook tests ------------------
 SMALL_MULTIRUN = [
     "data=synthetic",

@@ -52,7 +52,7 @@ def test_callback_keeps_only_the_most_confident_mistakes():
     logits = torch.tensor([[5.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 9.0]])
     labels = torch.tensor([1, 1, 1, 0])  # rows 0, 2, 3 are wrong; confidence 3 > 0 > 2
     for rows in ((0, 1), (2, 3)):
-        callback._keep_worst(torch.zeros(2, 3, 4, 4), logits[list(rows)], labels[list(rows)])
+        callback._keep_worst(torch.zeros(2, 3, 4, 4), logits[list(rows)].softmax(-1), labels[list(rows)])
     images, true, predicted, confidence = callback.misclassified()
     assert true.tolist() == [0, 1] and predicted.tolist() == [1, 0]
     assert confidence[0] > confidence[1] > 0.9

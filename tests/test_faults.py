@@ -18,16 +18,9 @@ import torch
 
 from cifar_lab.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from cifar_lab.tasks.train import DiskFullError, train
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, TINY_RUN
 
-TINY = [
-    "model=fast",
-    "model.widths=[8,16,16]",
-    "data.source.train_per_class=20",
-    "data.val_size=20",
-    "data.batch_size=30",
-    "logger=csv",
-]
+TINY = [*TINY_RUN, "logger=csv"]
 
 
 def _outputs(run_dir: Path) -> set[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cifar_lab.tasks import cli, report
-from tests.conftest import REPO_ROOT
+from tests.conftest import QUICK_RUN, REPO_ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -130,13 +130,7 @@ def test_optuna_search_resumes_and_records_a_failed_trial(tmp_path):
         sys.executable,
         "train.py",
         "hparams_search=optuna",
-        "data=synthetic",
-        "model=seed_cnn",
-        "trainer=cpu",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "logger=none",
-        "callbacks=none",
+        *QUICK_RUN,
         f"paths.log_dir={tmp_path}",
         "hydra.sweeper.n_trials=1",
     ]

@@ -19,7 +19,7 @@ from cifar_lab.search.space import parse_space
 from cifar_lab.search.study import PRUNED_ATTR, make_pruner, make_sampler
 from cifar_lab.tasks import cli
 from hydra_plugins.cifar_lab_optuna_sweeper.sweeper import OptunaSweeper
-from tests.conftest import REPO_ROOT
+from tests.conftest import QUICK_RUN, REPO_ROOT
 
 D = optuna.distributions
 
@@ -304,13 +304,7 @@ def test_training_works_without_optuna_and_the_search_says_what_to_install(tmp_p
         sys.executable,
         "-c",
         BLOCK_OPTUNA,
-        "data=synthetic",
-        "model=seed_cnn",
-        "trainer=cpu",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "logger=none",
-        "callbacks=none",
+        *QUICK_RUN,
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     result = subprocess.run(run, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -16,16 +16,10 @@ from cifar_lab.data.sources import ImageFolderSource, TorchvisionCIFAR10
 from cifar_lab.errors import CheckpointError, DataError
 from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO, load_checkpoint
 from cifar_lab.tasks.train import train
+from tests.conftest import TINY_RUN
 from tests.data.conftest import image_bytes, pack, standard_files
 
-TINY = [
-    "model=fast",
-    "model.widths=[8,16,16]",
-    "data.source.train_per_class=20",
-    "data.val_size=20",
-    "data.batch_size=30",
-    "logger=tensorboard",
-]
+TINY = [*TINY_RUN, "logger=tensorboard"]
 
 
 def _tree(root: Path) -> set[str]:

@@ -183,12 +183,6 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _positive_int(cfg: DictConfig, key: str) -> int:
-    value = _get(cfg, key)
-    _require(_is_int(value) and value > 0, f"{key}={value!r} must be a positive integer")
-    return value
-
-
 def crop_stages(crop: Any, crop_epochs: Any) -> tuple[tuple[int, int], ...]:
     """Progressive size as (crop size, epochs) stages, in training order.
 

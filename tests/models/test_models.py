@@ -91,18 +91,9 @@ def test_seed_cnn_matches_the_seed_network() -> None:
         nn.ReLU,
         nn.Linear,
     ]
-    seed = nn.Sequential(  # the seed document's network, written out as it has it
-        nn.Conv2d(3, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2, 2),
-        nn.Conv2d(64, 128, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2, 2),
-        nn.Flatten(),
-        nn.Linear(128 * 8 * 8, 1024),
-        nn.ReLU(),
-        nn.Linear(1024, 10),
-    )
+    from benchmarks.seed_loop import seed_network
+
+    seed = seed_network()  # the seed document's network, as benchmarks/seed_loop.py writes it out
     seed.load_state_dict(model.state_dict())  # same keys and shapes
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(seed(x), model(x))

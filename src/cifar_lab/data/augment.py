@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cifar_lab.config import FLIP_MODES  # noqa: F401  (re-exported for the loader)
-
 
 def random_flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:
     """Which images to mirror: each with probability 1/2."""

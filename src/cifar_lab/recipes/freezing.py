@@ -59,14 +59,14 @@ class FreezeParameters(pl.Callback):
     ) -> None:
         # checked every step, not at epoch start: Lightning skips on_train_epoch_start when it
         # resumes from a checkpoint written mid-epoch
-        if self.frozen(trainer) and trainer.world_size == 1 and not self._applied:
+        if not self._applied and trainer.world_size == 1 and self.frozen(trainer):
             for p in self._params:
                 p.requires_grad_(False)
                 p.grad = None
             self._applied = True
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
-        if self.frozen(trainer) and trainer.world_size > 1:
+        if trainer.world_size > 1 and self.frozen(trainer):
             for p in self._params:
                 p.grad = None  # the optimizer skips parameters without a gradient
 

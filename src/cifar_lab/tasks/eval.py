@@ -53,6 +53,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from cifar_lab.runtime.logs import route_library_logs_through_hydra
     from cifar_lab.training.build import instantiate_group
     from cifar_lab.training.callbacks import TestPredictions
+    from cifar_lab.training.summary import scalar_metrics
 
     route_library_logs_through_hydra()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -69,7 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_model_summary=False,
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
-    tested = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    tested = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
     summary = _summary(cfg, ckpt_path, loaded.classes, tested, predictions.results, module.hparams.tta_level)
     if trainer.is_global_zero:
         _write_outputs(Path(cfg.paths.output_dir), summary, predictions.results, loggers, trainer.global_step)

@@ -147,7 +147,7 @@ def _summarize(run: TrainingRun, metrics: dict[str, float], test_seconds: float)
     summary = run_summary(run, metrics, test_seconds)
     if run.trainer.is_global_zero:
         write_json_atomic(Path(run.cfg.paths.output_dir) / "metrics.json", summary)
-        log_hparams(run.loggers, run.cfg, summary)
+        log_hparams(run.trainer.loggers, run.cfg, summary)
     log.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
     stop_if_signalled_after_training(run.preemption)
     return summary

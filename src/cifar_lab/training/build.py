@@ -151,7 +151,7 @@ def fractional_epochs(cfg: DictConfig, datamodule) -> dict[str, int]:
     return {"max_epochs": math.ceil(epochs), "max_steps": math.ceil(epochs * steps_per_epoch)}
 
 
-def build_trainer(cfg: DictConfig, datamodule, module, callbacks: list[Any], loggers: list[Any], resume_from=None):
+def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: list[Any], resume_from=None):
     """The Lightning Trainer of cfg.trainer, with what the run adds to it.
 
     ``resume_from``: (path, checkpoint dict) of a resumed run, handed to the checkpoint IO so
@@ -194,7 +194,6 @@ class TrainingRun:
     datamodule: Any
     module: Any
     trainer: Any
-    loggers: list[Any]
     pruning: Any  # the trial-pruning callback of a search job, else None
     ckpt_path: Path | None  # the checkpoint a resumed run continues from
     preemption: Any
@@ -224,5 +223,5 @@ def build_run(cfg: DictConfig, preemption, ckpt_path: Path | None, checkpoint: d
     loggers = build_loggers(cfg, checkpoint)
     callbacks, pruning = build_callbacks(cfg, datamodule, loggers, preemption)
     resume_from = (ckpt_path, checkpoint) if checkpoint is not None else None
-    trainer = build_trainer(cfg, datamodule, module, callbacks, loggers, resume_from)
-    return TrainingRun(cfg, datamodule, module, trainer, loggers, pruning, ckpt_path, preemption)
+    trainer = build_trainer(cfg, datamodule, callbacks, loggers, resume_from)
+    return TrainingRun(cfg, datamodule, module, trainer, pruning, ckpt_path, preemption)

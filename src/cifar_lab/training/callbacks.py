@@ -80,14 +80,14 @@ def _clock(seconds: float) -> str:
 
 
 class TestPredictions(pl.Callback):
-    """Collects the test split's logits and labels; at test end draws, into TensorBoard,
+    """Scores the test split into a torchmetrics report; at test end draws, into TensorBoard,
     the confusion matrix and a grid of the most confidently misclassified images.
 
     ``ImageClassifier.test_step`` returns its logits, which are used as they are; for a
     module whose test step returns nothing, they are recomputed from the batch (with the
     module's TTA level). After ``trainer.test``, :attr:`results` holds the report of the whole
-    split (``training.metrics.test_report``; synced under DDP), :attr:`logits`/:attr:`labels`
-    this rank's share of it; the most confident mistakes are gathered from every rank.
+    split (``training.metrics.test_report``; synced under DDP) and :meth:`misclassified` the most
+    confident mistakes (gathered from every rank).
     """
 
     __test__ = False  # a callback, not a pytest class
@@ -99,16 +99,12 @@ class TestPredictions(pl.Callback):
         self.ece_bins = ece_bins
         self.report: Any = None  # cifar_lab.training.metrics.test_report, built for the module's classes
         self.results: dict[str, torch.Tensor] = {}  # its values after the test pass
-        self.logits: torch.Tensor | None = None
-        self.labels: torch.Tensor | None = None
-        self.images: torch.Tensor | None = None  # the top misclassified, normalized (N, C, H, W)
-        self._parts: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._image_shape: tuple[int, ...] = ()
         self._worst: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # -- collection ----------------------------------------------------------------------
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._parts, self._worst, self.report, self.results = [], [], None, {}
+        self._worst, self.report, self.results = [], None, {}
 
     def on_test_batch_end(
         self,
@@ -129,14 +125,13 @@ class TestPredictions(pl.Callback):
             from cifar_lab.training.metrics import test_report
 
             self.report = test_report(logits.shape[1], self.ece_bins).to(logits.device)
-        self.report.update(logits.softmax(-1), labels)
-        self._parts.append((logits.cpu(), labels.detach().cpu()))
-        self._image_shape = tuple(images.shape[1:])
-        self._keep_worst(images.detach(), logits, labels.detach())
-
-    def _keep_worst(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Keep only the k most confident mistakes so far: memory stays bounded."""
         probs = logits.softmax(-1)
+        self.report.update(probs, labels)
+        self._image_shape = tuple(images.shape[1:])
+        self._keep_worst(images.detach(), probs, labels.detach())
+
+    def _keep_worst(self, images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        """Keep only the k most confident mistakes so far: memory stays bounded."""
         confidence, predicted = probs.max(-1)
         wrong = predicted != labels
         if not wrong.any():
@@ -150,12 +145,9 @@ class TestPredictions(pl.Callback):
 
     # -- results -------------------------------------------------------------------------
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._parts:
+        if self.report is None:  # no test batch
             return
         self.results = {k: v.cpu() for k, v in self.report.compute().items()}  # synced: every rank's shard
-        self.logits = torch.cat([p[0] for p in self._parts])
-        self.labels = torch.cat([p[1] for p in self._parts])
-        self._parts = []
         if trainer.world_size > 1:  # every rank calls it (a collective), each with its share's mistakes
             worst = gather_worst(
                 trainer.strategy.all_gather,
@@ -172,14 +164,13 @@ class TestPredictions(pl.Callback):
             return
         from cifar_lab.runtime.figures import confusion_figure, misclassified_figure
 
-        classes = _class_names(pl_module, self.logits.shape[1])
+        classes = _class_names(pl_module, self.results["confusion_matrix"].shape[0])
         step = trainer.global_step
         writer.add_figure(
             "test/confusion_matrix", confusion_figure(self.results["confusion_matrix"], classes), global_step=step
         )
         if self._worst:
             images, labels, predicted, confidence = self._worst[0]
-            self.images = images
             pixels = denormalize(images, pl_module.hparams.get("mean"), pl_module.hparams.get("std"))
             figure = misclassified_figure(pixels, labels, predicted, confidence, classes)
             writer.add_figure("test/most_confident_mistakes", figure, global_step=step)

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 
 from cifar_lab.errors import NonFiniteLossError
+from cifar_lab.training.loop import ends_epoch
 
 # how often (in steps) the flag is read on accelerators: each read is a host sync; on the CPU it
 # is free, so it is read every step there
@@ -27,14 +28,14 @@ class FiniteLossGuard(pl.Callback):
     def __init__(self) -> None:
         self._bad_step: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None
-        self._total_steps = 0
         self._trainer: pl.Trainer | None = None  # set at setup, for check_before_save
+        self._every = CHECK_EVERY  # steps between checks: 1 on the CPU (set at train start)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._total_steps = int(trainer.estimated_stepping_batches)
+        self._every = 1 if pl_module.device.type == "cpu" else CHECK_EVERY
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         self.track(loss.detach(), trainer.global_step + 1)  # the optimizer step this loss is for
@@ -42,11 +43,9 @@ class FiniteLossGuard(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        step = trainer.global_step
-        epoch_ends = batch_idx + 1 >= trainer.num_training_batches or step >= self._total_steps
         # the epoch's and the run's last step too: under DDP the shared check must happen inside
         # the batch loop, since at epoch end rank 0's progress bar runs metric syncs the others do not
-        if pl_module.device.type == "cpu" or step % CHECK_EVERY == 0 or epoch_ends:
+        if trainer.global_step % self._every == 0 or ends_epoch(trainer, batch_idx):
             self.check(trainer, all_ranks=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

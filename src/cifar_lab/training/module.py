@@ -12,6 +12,7 @@ from torch import nn
 from cifar_lab.config import validate_module_options
 from cifar_lab.recipes.tta import tta_logits
 from cifar_lab.runtime.resume_state import restore_resume_state, resume_state
+from cifar_lab.training.loop import ends_epoch
 from cifar_lab.training.metrics import stage_metrics
 from cifar_lab.training.optim import apply_lr_scales, param_groups
 
@@ -66,7 +67,6 @@ class ImageClassifier(pl.LightningModule):
 
         for name, metric in stage_metrics(num_classes).items():  # train_loss, val_acc, test_auroc, ...
             setattr(self, name, metric)
-        self._total_steps = 0  # the fit's optimizer steps, set with the schedule in configure_optimizers
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets _current_fx_name twice per hook dispatch, ~46 times a training step;
@@ -104,8 +104,7 @@ class ImageClassifier(pl.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        trainer = self.trainer
-        if batch_idx + 1 >= trainer.num_training_batches or trainer.global_step >= self._total_steps:
+        if ends_epoch(self.trainer, batch_idx):
             # once per epoch, not per step: Lightning's result collection moves a logged metric
             # to the device again on every call, ~0.2-0.4 ms a step for these two at batch 16
             # (benchmarks/step_overhead.py); the values are epoch means of every step either way
@@ -149,10 +148,9 @@ class ImageClassifier(pl.LightningModule):
         groups = param_groups(self.net, self.hparams.exclude_norm_and_bias_from_decay, self.hparams.norm_lr_scale)
         optimizer = self.optimizer_factory(params=groups)
         apply_lr_scales(optimizer)
-        self._total_steps = int(self.trainer.estimated_stepping_batches)
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=self._total_steps)
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- checkpoints ---------------------------------------------------------------------
