@@ -22,8 +22,23 @@ TTA_LEVELS = (0, 1, 2)
 
 # horizontal-flip modes of the data loader (cifar_lab.data.augment uses these)
 FLIP_MODES = ("none", "random", "alternating")
-PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+TRANSLATE_PADDINGS = ("reflect", "zeros")
+CUTOUT_MODES = ("inside", "clipped")
+# per-image augmentation policies (cifar_lab.data.policy)
+POLICIES = ("none", "trivialaugment", "randaugment")
+PRECISIONS = (
+    "auto",
+    "32-true",
+    "32",
+    "bf16-mixed",
+    "16-mixed",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "transformer-engine",
+)
 TEST_CKPT = ("best", "last")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 # training-set sizes of sources whose size is known without reading them
 _KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int | None]] = {
     "cifar_lab.data.sources.TorchvisionCIFAR10": lambda src: 50_000,
@@ -247,6 +262,17 @@ def _check_seed(cfg: DictConfig, key: str) -> None:
     )
 
 
+# the augmentation keys of data.* (AugmentSpec's fields of the same names)
+AUGMENT_OPTIONS = (
+    "flip",
+    "translate",
+    "translate_padding",
+    "cutout",
+    "cutout_mode",
+    "policy",
+    "policy_ops",
+    "policy_magnitude",
+)
 _DATA_OPTIONS = ("batch_size", "eval_batch_size", "val_size", "flip", "translate", "cutout")
 
 
@@ -270,6 +296,23 @@ def validate_data_options(options: dict[str, Any]) -> None:
         if key in options:
             value = options[key]
             _require(_is_int(value) and value >= 0, f"data.{key}={value!r} must be a whole number of pixels >= 0")
+    for key, allowed in (
+        ("translate_padding", TRANSLATE_PADDINGS),
+        ("cutout_mode", CUTOUT_MODES),
+        ("policy", POLICIES),
+    ):
+        if key in options:
+            value = options[key]
+            _require(value in allowed, f"data.{key}={value!r} is not one of: {', '.join(allowed)}")
+    if "policy_ops" in options:
+        ops = options["policy_ops"]
+        _require(_is_int(ops) and ops >= 1, f"data.policy_ops={ops!r} must be a whole number >= 1 (RandAugment: 2)")
+    if "policy_magnitude" in options:
+        magnitude = options["policy_magnitude"]
+        _require(
+            _is_int(magnitude) and 0 <= magnitude <= 30,
+            f"data.policy_magnitude={magnitude!r} must be a whole number from 0 to 30 (RandAugment: 9)",
+        )
 
 
 def validate_data_config(cfg: DictConfig) -> None:
@@ -277,6 +320,8 @@ def validate_data_config(cfg: DictConfig) -> None:
     _check_seed(cfg, "seed")  # first: data.seed is ${seed} unless typed
     _check_seed(cfg, "data.seed")
     validate_data_options({key: _get(cfg, f"data.{key}") for key in _DATA_OPTIONS})
+    present = {key: _get(cfg, f"data.{key}", _ABSENT) for key in AUGMENT_OPTIONS}
+    validate_data_options({key: value for key, value in present.items() if value is not _ABSENT})
     val_size = _get(cfg, "data.val_size")
     for key in ("data.mean", "data.std"):
         value = _get(cfg, key, None)
@@ -357,7 +402,17 @@ def _validate_optimization(cfg: DictConfig) -> None:
     lr = _get(cfg, "optimizer.lr")  # required: every optimizer takes one
     present = {key: _get(cfg, f"optimizer.{key}", _ABSENT) for key in _OPTIMIZER_OPTIONS}
     validate_optimizer_options({"lr": lr, **{key: value for key, value in present.items() if value is not _ABSENT}})
-    keys = ("tta_level", "val_tta_level", "norm_lr_scale", "whitening_eps", "whiten_bias_epochs", "label_smoothing")
+    keys = (
+        "tta_level",
+        "val_tta_level",
+        "norm_lr_scale",
+        "whitening_eps",
+        "whiten_bias_epochs",
+        "label_smoothing",
+        "mixup_alpha",
+        "cutmix_alpha",
+        "ema_decay",
+    )
     present = {key: _get(cfg, f"module.{key}", _ABSENT) for key in keys}
     validate_module_options({key: value for key, value in present.items() if value is not _ABSENT})
     scheduler = _get(cfg, "scheduler", None)
@@ -367,6 +422,8 @@ def _validate_optimization(cfg: DictConfig) -> None:
     )
     if scheduler:
         check_schedule(*(scheduler.get(key, 0.0) for key in ("warmup_fraction", "initial_factor", "final_factor")))
+        if "milestones" in scheduler:
+            check_milestones(scheduler.milestones, scheduler.get("gamma"), scheduler.get("warmup_fraction", 0.0))
 
 
 def validate_module_options(options: dict[str, Any]) -> None:
@@ -394,6 +451,17 @@ def validate_module_options(options: dict[str, Any]) -> None:
     )
     smoothing = options.get("label_smoothing", 0.0)
     _require(_is_number(smoothing) and 0 <= smoothing < 1, f"module.label_smoothing={smoothing!r} must be in [0, 1)")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        alpha = options.get(key, 0.0)
+        _require(
+            _is_number(alpha) and alpha >= 0,
+            f"module.{key}={alpha!r} must be a number >= 0 (0: off; the papers use 1.0 for CIFAR)",
+        )
+    decay = options.get("ema_decay")
+    _require(
+        decay is None or (_is_number(decay) and 0 < decay < 1),
+        f"module.ema_decay={decay!r} must be in (0, 1), e.g. 0.999 (per step), or null (no EMA)",
+    )
 
 
 def check_schedule(warmup_fraction: Any, initial_factor: Any, final_factor: Any) -> None:
@@ -406,6 +474,24 @@ def check_schedule(warmup_fraction: Any, initial_factor: Any, final_factor: Any)
         ok = _is_number(value) and value >= 0 and (high is None or value < high)
         span = f"in [0, {high:g})" if high is not None else ">= 0"
         _require(ok, f"scheduler.{key}={value!r} must be a number {span}")
+
+
+def check_milestones(milestones: Any, gamma: Any, warmup_fraction: Any = 0.0) -> None:
+    """The step schedule's milestones (fractions of all steps, increasing, after the warm-up) and gamma."""
+    values = _plain(milestones)
+    _require(
+        isinstance(values, (list, tuple))
+        and len(values) > 0
+        and all(_is_number(m) and 0 < m < 1 for m in values)
+        and list(values) == sorted(set(values)),
+        f"scheduler.milestones={values!r} must be increasing fractions of training in (0, 1), e.g. [0.3,0.6,0.8]",
+    )
+    _require(_is_number(gamma) and 0 < gamma <= 1, f"scheduler.gamma={gamma!r} must be a number in (0, 1]")
+    _require(
+        not _is_number(warmup_fraction) or warmup_fraction <= values[0],
+        f"scheduler.milestones={list(values)!r} starts inside the warm-up (warmup_fraction={warmup_fraction}): "
+        "put the first milestone after it",
+    )
 
 
 def check_freeze(modules: Any, from_epoch: Any) -> None:
@@ -449,6 +535,11 @@ def _validate_trainer(cfg: DictConfig) -> None:
         )
     precision = str(_get(cfg, "trainer.precision", "32-true"))
     _require(precision in PRECISIONS, f"trainer.precision={precision!r} is not one of: {', '.join(PRECISIONS)}")
+    matmul = _get(cfg, "float32_matmul_precision", "highest")
+    _require(
+        matmul in MATMUL_PRECISIONS,
+        f"float32_matmul_precision={matmul!r} is not one of: {', '.join(MATMUL_PRECISIONS)} (torch.set_float32_matmul_precision)",
+    )
     test_ckpt = _get(cfg, "test_ckpt", "best")
     _require(test_ckpt in TEST_CKPT, f"test_ckpt={test_ckpt!r} must be 'best' or 'last'")
     device_count(_get(cfg, "trainer.devices", 1))

@@ -45,6 +45,17 @@ def test_translate_is_a_shifted_crop_of_the_reflect_padded_image():
     assert len(_window_offsets(out, padded)) == 25  # every offset drawn over 200 images
 
 
+def test_translate_with_zero_padding_is_a_shifted_crop_of_the_zero_padded_image():
+    images = _images(200) + 5.0  # no zeros of their own: every zero is padding
+    out = augment.translate(images, 2, torch.Generator().manual_seed(1), padding="zeros")
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    assert len(_window_offsets(out, padded)) == 25
+    # a shifted image shows padding (zeros) on the side it moved away from, never mirrored pixels
+    shifted = (out == 0).flatten(1).any(1)
+    assert 0.9 < shifted.float().mean() < 1.0  # all but the ~1/25 drawn unshifted
+    assert not (augment.translate(images, 2, torch.Generator().manual_seed(1)) == 0).any()  # reflect: no zeros
+
+
 def test_translate_zero_is_identity():
     images = _images(4)
     assert augment.translate(images, 0, torch.Generator()) is images
@@ -60,6 +71,21 @@ def test_cutout_zeroes_one_whole_square_inside_every_image_as_airbench96():
     tops = rows.float().argmax(1)
     assert set(tops.tolist()) == set(range(16 - 4 + 1))  # every inside position is drawn
     assert torch.equal(out[~(out == 0)], images[~(out == 0)])
+
+
+def test_clipped_cutout_centres_anywhere_and_clips_at_the_border_as_the_cutout_paper():
+    images = torch.ones(2000, 3, 16, 16)
+    out = augment.cutout(images, 4, torch.Generator().manual_seed(0), mode="clipped")
+    zeroed = (out == 0).all(dim=1)
+    counts = zeroed.flatten(1).sum(1)
+    assert counts.max() == 16 and counts.min() == 4  # whole inside, down to a 2x2 corner
+    rows, cols = zeroed.any(2), zeroed.any(1)
+    # a rectangle: as many zeros as its rows x columns
+    assert torch.equal(counts, rows.sum(1) * cols.sum(1))
+    # centre uniform over all 16 rows: the square's rows start anywhere from -2 to 13
+    assert rows[:, 0].float().mean() == pytest.approx(3 / 16, abs=0.04)  # centres 0, 1, 2 cover row 0
+    # a larger cutout than the image is allowed when clipped (it can only ever hide part of it)
+    AugmentSpec(cutout=40, cutout_mode="clipped").crop_sizes(32)
 
 
 def test_cutout_larger_than_the_training_crop_fails_at_setup():
@@ -203,12 +229,33 @@ def test_crop_larger_than_the_images_is_one_clear_line():
         dict(crop=[4, 6], crop_epochs=[1]),
         dict(crop=[4, 0], crop_epochs=[1, 1]),
         dict(crop=[], crop_epochs=[]),
+        dict(translate_padding="edge"),
+        dict(cutout_mode="centre"),
+        dict(policy="autoaugment"),
+        dict(policy_ops=0),
+        dict(policy_magnitude=31),
     ],
 )
 def test_bad_augment_spec_is_one_clear_line(bad):
     with pytest.raises(ConfigError) as err:
         AugmentSpec(**bad)
     assert "\n" not in str(err.value) and "data." in str(err.value)
+
+
+def test_loader_applies_the_per_image_policy_on_the_pixels_the_images_came_from():
+    from cifar_lab.data.policy import apply_policy
+
+    pixels = torch.randint(0, 256, (64, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.25, 0.3])
+    images = normalize(pixels, mean, std)
+    spec = AugmentSpec(policy="trivialaugment")
+    loader = DeviceLoader(images, torch.zeros(64), 64, augment_spec=spec, normalization=(mean, std))
+    out = loader.augmented(0, loader._generator(0))
+    expected = apply_policy(pixels.permute(0, 3, 1, 2), "trivialaugment", loader._generator(0))
+    assert torch.allclose(out, normalize(expected.permute(0, 2, 3, 1), mean, std), atol=1e-5)
+    assert (out != images).flatten(1).any(1).sum() > 32  # most images changed, each its own way
+    with pytest.raises(ValueError, match="normalization"):
+        DeviceLoader(images, torch.zeros(64), 64, augment_spec=spec)
 
 
 def test_stratified_split_keeps_class_shares_and_is_seeded():

@@ -32,7 +32,12 @@ class CIFARDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1024,
         flip: str = "random",
         translate: int = 2,
+        translate_padding: str = "reflect",
         cutout: int = 0,
+        cutout_mode: str = "inside",
+        policy: str = "none",
+        policy_ops: int = 2,
+        policy_magnitude: int = 9,
         crop: int | Sequence[int] = 0,
         crop_epochs: int | Sequence[int] = 0,
         drop_last: bool = True,
@@ -47,7 +52,16 @@ class CIFARDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.augment_spec = AugmentSpec(
-            flip=flip, translate=translate, cutout=cutout, crop=crop, crop_epochs=crop_epochs
+            flip=flip,
+            translate=translate,
+            translate_padding=translate_padding,
+            cutout=cutout,
+            cutout_mode=cutout_mode,
+            policy=policy,
+            policy_ops=policy_ops,
+            policy_magnitude=policy_magnitude,
+            crop=crop,
+            crop_epochs=crop_epochs,
         )
         self.drop_last = drop_last
         self.seed = seed
@@ -94,6 +108,7 @@ class CIFARDataModule(pl.LightningDataModule):
             epoch_fn=self._current_epoch if self.trainer is not None else None,
             rank=self.trainer.global_rank if self.trainer else 0,
             world_size=self.trainer.world_size if self.trainer else 1,
+            normalization=(self.mean, self.std),
         )
 
     def val_dataloader(self) -> DeviceLoader | list:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cifar_lab.config import crop_stages, validate_data_options
+from cifar_lab.config import AUGMENT_OPTIONS, crop_stages, validate_data_options
 from cifar_lab.data import augment
 from cifar_lab.errors import ConfigError
 
@@ -23,7 +23,16 @@ class AugmentSpec:
 
     flip: str = "none"
     translate: int = 0
+    # reflect (airbench) | zeros (the papers' RandomCrop(32, padding=4))
+    translate_padding: str = "reflect"
     cutout: int = 0
+    # inside (airbench96: the square lies fully inside) | clipped (the Cutout paper: centre anywhere)
+    cutout_mode: str = "inside"
+    # per-image policy: none | trivialaugment | randaugment (cifar_lab.data.policy)
+    policy: str = "none"
+    # randaugment's ops per image and magnitude bin (of 31): torchvision's defaults
+    policy_ops: int = 2
+    policy_magnitude: int = 9
     # progressive size: ``crop_epochs`` epochs on crop x crop windows, then full size; both
     # may be lists for several stages (crop=[24, 28], crop_epochs=[6, 4])
     crop: int | Sequence[int] = 0
@@ -31,7 +40,7 @@ class AugmentSpec:
     stages: tuple[tuple[int, int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        validate_data_options(dict(flip=self.flip, translate=self.translate, cutout=self.cutout))
+        validate_data_options({key: getattr(self, key) for key in AUGMENT_OPTIONS})
         object.__setattr__(self, "stages", crop_stages(self.crop, self.crop_epochs))
 
     def _check_fits(self, image_size: int) -> None:
@@ -46,7 +55,9 @@ class AugmentSpec:
                     f"data.crop={size} is larger than the {image_size}px images: pick a crop below {image_size}, or 0"
                 )
         smallest = min(self._cropped_sizes(image_size), default=image_size)
-        if self.cutout > smallest:  # the square lies fully inside the (cropped) training image
+        if (
+            self.cutout_mode == "inside" and self.cutout > smallest
+        ):  # the square lies fully inside the (cropped) training image
             raise ConfigError(
                 f"data.cutout={self.cutout} is larger than the {smallest}px training images: use at most {smallest}"
             )
@@ -127,6 +138,7 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
         every_sample: bool = False,
+        normalization: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ConfigError(f"batch size must be a positive integer, got {batch_size}")
@@ -146,6 +158,10 @@ class DeviceLoader:
         self.rank = rank
         self.world_size = world_size
         self.every_sample = every_sample
+        # (mean, std) the images were normalized with: a per-image policy works on uint8 pixels
+        self.normalization = normalization
+        if self.augment_spec.policy != "none" and normalization is None:
+            raise ValueError(f"data.policy={self.augment_spec.policy!r} needs the loader's normalization (mean, std)")
         self._own_epoch = 0
         # progress of the iteration in flight (what state_dict() records)
         self._epoch_in_flight: int | None = None
@@ -180,18 +196,30 @@ class DeviceLoader:
         """The whole split as it looks in ``epoch``."""
         spec = self.augment_spec
         images = self.images
+        if spec.policy != "none":
+            images = self._policy(images, generator)
         if spec.flip == "random":
             images = augment.flip(images, augment.random_flip_mask(len(images), generator))
         elif spec.flip == "alternating":
             # one fixed random half is mirrored on even epochs, the other half on odd ones
             base = augment.random_flip_mask(len(images), self._generator(-1))
             images = augment.flip(images, base if epoch % 2 == 0 else ~base)
-        images = augment.translate(images, spec.translate, generator)
+        images = augment.translate(images, spec.translate, generator, spec.translate_padding)
         crop = spec.crop_size(epoch, images.shape[-1])
         if crop is not None:
             # after a translate of up to r pixels the central window is a random crop
             images = augment.center_crop(images, crop)
-        return augment.cutout(images, spec.cutout, generator)
+        return augment.cutout(images, spec.cutout, generator, spec.cutout_mode)
+
+    def _policy(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The per-image policy on the uint8 pixels the normalized images came from."""
+        from cifar_lab.data.policy import apply_policy
+
+        mean, std = (t.to(images.device).view(1, -1, 1, 1) for t in self.normalization)
+        pixels = (images * std + mean).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        spec = self.augment_spec
+        pixels = apply_policy(pixels, spec.policy, generator, num_ops=spec.policy_ops, magnitude=spec.policy_magnitude)
+        return pixels.float().div_(255.0).sub_(mean).div_(std)
 
     def epoch_order(self, epoch: int, generator: torch.Generator) -> torch.Tensor | None:
         """This rank's sample indices for ``epoch`` (None: all samples in order)."""
