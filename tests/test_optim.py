@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from cifar_lab.errors import ConfigError
-from cifar_lab.training.optim import apply_lr_scales, decoupled_sgd, param_groups, warmup_cosine, warmup_linear_decay
+from cifar_lab.training.optim import (
+    apply_lr_scales,
+    decoupled_sgd,
+    param_groups,
+    warmup_cosine,
+    warmup_linear_decay,
+    warmup_step,
+)
 
 
 def _net() -> nn.Module:
@@ -100,6 +107,32 @@ def test_warmup_cosine_ends_at_final_factor():
     assert lrs[0] == 0.0 and lrs[20] == pytest.approx(1.0)
     assert lrs[110] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lrs[200] == pytest.approx(0.01)
+
+
+def test_step_schedule_multiplies_by_gamma_at_each_milestone_after_the_warm_up():
+    lrs = _factors(warmup_step, 200, milestones=[0.3, 0.6, 0.8], gamma=0.2)
+    assert lrs[0] == 1.0 and lrs[59] == 1.0  # no warm-up: the papers' form
+    assert lrs[60] == pytest.approx(0.2) and lrs[119] == pytest.approx(0.2)
+    assert lrs[120] == pytest.approx(0.04) and lrs[160] == pytest.approx(0.008) and lrs[200] == pytest.approx(0.008)
+    warm = _factors(warmup_step, 100, milestones=[0.5], gamma=0.1, warmup_fraction=0.2, initial_factor=0.2)
+    assert warm[0] == pytest.approx(0.2) and warm[10] == pytest.approx(0.6) and warm[20] == 1.0
+    assert warm[49] == 1.0 and warm[50] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(milestones=[0.6, 0.3]), "increasing fractions"),
+        (dict(milestones=[1.2]), "increasing fractions"),
+        (dict(milestones=[]), "increasing fractions"),
+        (dict(gamma=0.0), "scheduler.gamma=0.0"),
+        (dict(milestones=[0.1], warmup_fraction=0.2), "starts inside the warm-up"),
+    ],
+)
+def test_step_schedule_rejects_bad_milestones_in_one_line(kwargs, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        warmup_step(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), 10, **kwargs)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("kwargs", [dict(warmup_fraction=1.0), dict(warmup_fraction=-0.1), dict(final_factor=-1.0)])

@@ -7,14 +7,14 @@ them as partials and the LightningModule supplies ``total_steps`` once the train
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from cifar_lab.config import check_schedule, validate_optimizer_options
+from cifar_lab.config import check_milestones, check_schedule, validate_optimizer_options
 from cifar_lab.errors import ConfigError
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -144,3 +144,25 @@ def warmup_cosine(
     """Linear ramp to the base lr, then a half cosine down to ``final_factor``."""
     decay = lambda t: final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * t))  # noqa: E731
     return _warmup_then(optimizer, total_steps, warmup_fraction, initial_factor, final_factor, decay)
+
+
+def warmup_step(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    milestones: Sequence[float] = (0.3, 0.6, 0.8),
+    gamma: float = 0.2,
+    warmup_fraction: float = 0.0,
+    initial_factor: float = 0.1,
+) -> LambdaLR:
+    """The papers' step schedule (x ``gamma`` at each milestone, a fraction of all steps: the
+    Cutout and WRN papers' epochs 60/120/160 of 200 are 0.3/0.6/0.8), after an optional warm-up."""
+    check_milestones(milestones, gamma, warmup_fraction)
+    bounds = [round(m * total_steps) for m in milestones]
+    warmup_steps = round(warmup_fraction * total_steps)
+    span = max(total_steps - warmup_steps, 1)
+
+    def decay(t: float) -> float:
+        step = warmup_steps + t * span
+        return gamma ** sum(step >= bound for bound in bounds)
+
+    return _warmup_then(optimizer, total_steps, warmup_fraction, initial_factor, gamma ** len(bounds), decay)
