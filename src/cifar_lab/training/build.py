@@ -48,7 +48,7 @@ def build_datamodule(cfg: DictConfig, stage: str | None = None):
 
 
 # module.* switches of the training tricks: callbacks (build_tricks), not ImageClassifier arguments
-TRICK_OPTIONS = ("device_warmup", "whitening_init", "whitening_eps", "whiten_bias_epochs")
+TRICK_OPTIONS = ("device_warmup", "whitening_init", "whitening_eps", "whiten_bias_epochs", "ema_decay")
 
 
 def build_module(cfg: DictConfig, datamodule):
@@ -85,6 +85,11 @@ def build_tricks(cfg: DictConfig) -> list[Any]:
         tricks.append(WhiteningInit(module.whitening_eps))
     if module.whiten_bias_epochs is not None:
         tricks.append(FreezeWhiteningBias(module.whiten_bias_epochs))
+    if module.get("ema_decay") is not None:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        # validation, the checkpoints' state_dict and the final weights are the average
+        tricks.append(EMAWeightAveraging(decay=module.ema_decay))
     return tricks
 
 
@@ -158,10 +163,12 @@ def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: li
     Lightning does not read the file a second time."""
     from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO
     from cifar_lab.runtime.distributed import route_ddp_children_through_job_config
+    from cifar_lab.runtime.hardware import resolved_precision
     from cifar_lab.training.finite import FiniteLossGuard
     from cifar_lab.training.timing import training_timer
 
     extra: dict[str, Any] = {} if datamodule.val_size > 0 else {"limit_val_batches": 0}
+    extra["precision"] = resolved_precision(cfg.trainer)  # "auto": what the device does best
     if cfg.get("epochs") is not None:
         extra.update(fractional_epochs(cfg, datamodule))
     if cfg.trainer.get("profiler") is None:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cifar_lab.config import validate_module_options
+from cifar_lab.recipes.mixing import batch_mix
 from cifar_lab.recipes.tta import tta_logits
 from cifar_lab.runtime.resume_state import restore_resume_state, resume_state
 from cifar_lab.training.loop import ends_epoch
@@ -40,6 +41,8 @@ class ImageClassifier(pl.LightningModule):
         *,
         num_classes: int,
         label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         exclude_norm_and_bias_from_decay: bool = True,
         channels_last: bool = False,
         compile: bool = False,
@@ -59,6 +62,8 @@ class ImageClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # MixUp / CutMix (recipes.mixing): soft targets for the loss; None: hard labels
+        self.batch_mix = batch_mix(num_classes, mixup_alpha, cutmix_alpha)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         # not registered as a submodule: the state_dict keeps one copy of the weights, under
@@ -96,8 +101,13 @@ class ImageClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
+        targets = labels
+        if self.batch_mix is not None:
+            # soft targets; train/acc counts a hit on each mixed image's dominant label
+            images, targets = self.batch_mix(images, labels)
+            labels = targets.argmax(1)
         logits = self(images)
-        loss = self.criterion(logits, labels)
+        loss = self.criterion(logits, targets)
         # update(), not forward(): no per-batch compute, the epoch value is computed once
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits.detach(), labels)
