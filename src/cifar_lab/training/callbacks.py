@@ -64,6 +64,29 @@ class EpochLog(pl.Callback):
         return timer.clock.elapsed() if timer is not None else time.perf_counter() - self._started
 
 
+class StepLossLog(pl.Callback):
+    """``train/loss_step`` every ``trainer.log_every_n_steps`` steps: curves at step resolution.
+
+    ``train/loss`` is an epoch mean (ImageClassifier logs it once an epoch, so a speedrun step
+    costs no logging); a large model's few long epochs then draw a handful of points, and
+    warm-up or a loss spike stays invisible. This reads the step's loss on the logging steps
+    only (one host sync every n steps) and hands it to every logger (rank 0's loss under DDP).
+    """
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step % trainer.log_every_n_steps or not trainer.loggers or not trainer.is_global_zero:
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        value = float(loss.detach())
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/loss_step": value}, step=step)
+
+
 def _epochs(trainer: pl.Trainer, total_steps: int) -> str:
     """The run's length in epochs: fractional when max_steps ends it mid-epoch (epochs=9.9)."""
     per_epoch = trainer.num_training_batches
