@@ -25,6 +25,37 @@ def set_cpu_threads(cfg: DictConfig) -> None:
     torch.set_num_threads(int(threads))
 
 
+def trains_on_gpu(trainer_cfg: DictConfig) -> bool:
+    """Whether this trainer config trains on a GPU (``gpu``/``cuda``, or ``auto`` with one visible)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpu_visible())
+
+
+def resolved_precision(trainer_cfg: DictConfig) -> str:
+    """``trainer.precision``, with ``auto`` made concrete for the device the run trains on:
+    bf16-mixed on a GPU with bf16 (Ampere and newer), as trainer=gpu; on the CPU what trainer=cpu
+    picks (bf16-mixed where the CPU has native bf16, else 32-true); 32-true on older GPUs."""
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    if precision != "auto":
+        return precision
+    if trains_on_gpu(trainer_cfg):
+        import torch
+
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    from cifar_lab.config import cpu_precision
+
+    return cpu_precision()
+
+
+def set_matmul_precision(cfg: DictConfig) -> None:
+    """``float32_matmul_precision`` (high: TF32 matmuls and convs) for GPU runs; CPU runs keep
+    torch's default, so their fp32 results stay bit-for-bit what they were."""
+    import torch
+
+    if trains_on_gpu(cfg.trainer):
+        torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
+
+
 def gpu_visible() -> bool:
     """Whether Lightning's ``accelerator: auto`` would pick a GPU (its own checks: NVML-based
     for CUDA, so no CUDA context exists before a fork-based strategy starts)."""

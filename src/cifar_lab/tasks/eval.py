@@ -50,6 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     import lightning.pytorch as pl
 
+    from cifar_lab.runtime.hardware import resolved_precision
     from cifar_lab.runtime.logs import route_library_logs_through_hydra
     from cifar_lab.training.build import instantiate_group
     from cifar_lab.training.callbacks import TestPredictions
@@ -68,6 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         logger=loggers or False,
         enable_checkpointing=False,
         enable_model_summary=False,
+        precision=resolved_precision(cfg.trainer),
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
     tested = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}

@@ -73,7 +73,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     import lightning.pytorch as pl
 
     from cifar_lab.runtime.checkpoint_io import load_checkpoint
-    from cifar_lab.runtime.hardware import set_cpu_threads
+    from cifar_lab.runtime.hardware import set_cpu_threads, set_matmul_precision
     from cifar_lab.runtime.logs import route_library_logs_through_hydra
     from cifar_lab.training.build import build_run
 
@@ -82,6 +82,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     set_cpu_threads(cfg)
+    set_matmul_precision(cfg)
     run = build_run(cfg, preemption, ckpt_path, checkpoint)
     del checkpoint  # the checkpoint IO holds it until fit reads it
 
