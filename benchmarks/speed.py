@@ -12,6 +12,18 @@ Compares, on the same data and machine, in one process tree:
   speed94   `python train.py experiment=speed94` (the same recipe through Lightning)
   cpu90     `python train.py experiment=cpu90` (the CPU recipe, at its own length)
   airbench  airbench94 from the `airbench` package, when importable (GPU only)
+  ref_resnet18   the ResNet-18 recipe of KellerJordan/cifar10-zoo as a plain PyTorch loop
+            (benchmarks/reference_resnet18.py: its own model, batching and augmentation)
+  resnet18  `python train.py experiment=resnet18` (the same recipe through cifar_lab), and each
+            piece as its own row on top of it: resnet18_ema (module.ema_decay),
+            resnet18_ta (data.policy=trivialaugment), resnet18_mix (MixUp and CutMix)
+            (all at --width and --large-epochs)
+
+The CPU table of experiment=resnet18 vs the reference loop at a reduced width (2 cores):
+
+    python benchmarks/speed.py --data ../shared/data/cifar10-jpeg.tar.gz --device cpu --runs 3 \
+        --systems ref_resnet18,resnet18,resnet18_ema,resnet18_ta,resnet18_mix --width 16 --large-epochs 2 \
+        --json benchmarks/results/resnet18_cpu.json
 
 The CPU table of experiment=cpu90 vs speed94 vs seed (2 cores, shared JPEG copy):
 
@@ -35,9 +47,27 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# experiment=resnet18, and each piece as a row of its own on top of it (same length and width).
+# ema: a decay whose horizon (~100 steps) fits a short run; the recipe's own default is off
+LARGE_ROWS = {
+    "resnet18": [],
+    "resnet18_ema": ["module.ema_decay=0.99"],
+    "resnet18_ta": ["data.policy=trivialaugment"],
+    "resnet18_mix": ["module.mixup_alpha=1.0", "module.cutmix_alpha=1.0"],
+}
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark scripts
 
-SYSTEMS = ("seed", "exp_seed", "exp_seed_bf16", "plain94", "speed94", "cpu90", "airbench")
+SYSTEMS = (
+    "seed",
+    "exp_seed",
+    "exp_seed_bf16",
+    "plain94",
+    "speed94",
+    "cpu90",
+    "airbench",
+    "ref_resnet18",
+    *LARGE_ROWS,
+)
 # the seed loop computes in fp32 with NCHW tensors: exp_seed does too, so the two differ only in
 # the loader and the loop; exp_seed_bf16 is experiment=seed as trainer=cpu/gpu runs it (bf16
 # autocast where the CPU has it, channels_last), the precision gain as its own row
@@ -159,6 +189,8 @@ def main() -> None:
     )
     parser.add_argument("--seed-epochs", type=int, default=10, help="epochs of the seed loop / experiment=seed")
     parser.add_argument("--speed-epochs", type=float, default=9.9, help="epochs of plain94 / speed94")
+    parser.add_argument("--width", type=int, default=16, help="ResNet-18 base width of ref_resnet18 / resnet18*")
+    parser.add_argument("--large-epochs", type=float, default=26, help="epochs of ref_resnet18 / resnet18*")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", default="benchmarks/results/speed.json")
     args = parser.parse_args()
@@ -220,6 +252,15 @@ def main() -> None:
                 )
             elif system == "cpu90":
                 r = run_train_py(["experiment=cpu90", *common, f"seed={seed}"], workdir)
+            elif system == "ref_resnet18":
+                from reference_resnet18 import run_reference_resnet18
+
+                r = run_reference_resnet18(
+                    arrays, epochs=args.large_epochs, width=args.width, device=args.device, seed=seed, bf16=bf16
+                )
+            elif system in LARGE_ROWS:
+                size = [f"model.width={args.width}", f"epochs={args.large_epochs}", f"seed={seed}"]
+                r = run_train_py(["experiment=resnet18", *common, *size, *LARGE_ROWS[system]], workdir)
             else:
                 r = run_airbench(arrays, args.device, seed, workdir, warmup=seed == seeds[0])
             r = {
@@ -248,6 +289,8 @@ def main() -> None:
         ("airbench", "speed94"),
         ("speed94", "cpu90"),
         ("exp_seed", "cpu90"),
+        ("ref_resnet18", "resnet18"),
+        *(("resnet18", row) for row in LARGE_ROWS if row != "resnet18"),
     ):
         if slow in by_name and fast in by_name:
             ratios[f"{fast}/{slow} time"] = by_name[fast]["time_median_s"] / by_name[slow]["time_median_s"]
