@@ -194,6 +194,10 @@ def test_reference_parameter_counts() -> None:
     assert n_params(ResNet18(num_classes=10)) == 11_173_962
     assert n_params(VGG16(num_classes=10)) == 14_728_266
     assert n_params(ResNet18(num_classes=10, width=16)) < 1_000_000
+    # width 8: every layer at 1/8 of VGG-16's channels (conv weight and bias, BN scale and shift)
+    outs = [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
+    convs = sum(9 * c_in * c_out + 3 * c_out for c_in, c_out in zip([3, *outs[:-1]], outs))
+    assert n_params(VGG16(num_classes=10, width=8)) == convs + 64 * 10 + 10
 
 
 @pytest.mark.parametrize(
@@ -208,6 +212,7 @@ def test_reference_parameter_counts() -> None:
         (FastNet, {"dirac_init": "yes"}, "model.dirac_init"),
         (ResNet18, {"width": 0}, "model.width"),
         (VGG16, {"dropout": 1.0}, "model.dropout"),
+        (VGG16, {"width": 0}, "model.width"),
         (WideResNet, {"width": 0}, "model.width"),
         (WideResNet, {"dropout": -0.1}, "model.dropout"),
         (WideResNet, {"depth": True}, "model.depth"),
