@@ -35,6 +35,14 @@ def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
         ("optimizer.lr=-1", "error: optimizer.lr=-1 must be a positive number"),
         ("resume=sometimes", "error: resume='sometimes' must be null or 'latest' (or give ckpt_path=PATH)"),
         ("checkpoint_every_n_steps=0", "error: checkpoint_every_n_steps=0 must be a positive integer or null"),
+        (
+            "data.policy=autoaugment",
+            "error: data.policy='autoaugment' is not one of: none, trivialaugment, randaugment",
+        ),
+        (
+            "module.ema_decay=1.5",
+            "error: module.ema_decay=1.5 must be in (0, 1), e.g. 0.999 (per step), or null (no EMA)",
+        ),
     ],
 )
 def test_config_errors_answer_before_torch_or_lightning_is_imported(tmp_path, override, message):

@@ -210,3 +210,43 @@ def test_loader_state_skips_the_batches_already_trained():
     rest = [y.tolist() for _, y in resumed]
     assert done + rest == full
     assert [y.tolist() for _, y in resumed] == full  # the skip applies to one iteration only
+
+
+def test_a_run_with_ema_and_batch_mixing_resumes_exactly(tmp_path, monkeypatch):
+    """The EMA's average (Lightning's EMAWeightAveraging state in the checkpoint) and MixUp/CutMix's
+    draws (the global RNG, which the checkpoint carries) continue as if never interrupted."""
+    import cifar_lab.training.module as module_mod
+    from tests.conftest import compose_config
+
+    overrides = [
+        *RUN,
+        "logger=none",
+        "trainer.max_epochs=2",
+        "checkpoint_every_n_steps=null",
+        "callbacks.freeze=null",
+        "module.ema_decay=0.8",
+        "module.mixup_alpha=1.0",
+        "module.cutmix_alpha=1.0",
+    ]
+    reference = train(compose_config(overrides, tmp_path / "uninterrupted"))
+    original = module_mod.ImageClassifier.training_step
+
+    def ctrl_c_in_step_9(self, *args):
+        if self.trainer.global_step == 8:  # epoch 1, mid-way: the average has seen 8 updates
+            signal.raise_signal(signal.SIGINT)
+        return original(self, *args)
+
+    run_dir = tmp_path / "interrupted"
+    monkeypatch.setattr(module_mod.ImageClassifier, "training_step", ctrl_c_in_step_9)
+    with pytest.raises(Preempted):
+        train(compose_config(overrides, run_dir))
+    monkeypatch.setattr(module_mod.ImageClassifier, "training_step", original)
+    resumed = train(compose_config([*overrides, "resume=latest"], run_dir))
+    assert resumed["resumed"] and resumed["steps"] == reference["steps"] == 12
+
+    ours = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    theirs = torch.load(tmp_path / "uninterrupted" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    for key in ("state_dict", "current_model_state"):  # the average, and the weights it averages
+        unequal = [k for k in theirs[key] if not torch.equal(ours[key][k], theirs[key][k])]
+        assert not unequal, f"{key} differs after resuming: {unequal[:5]}"
+    assert _untimed_metrics(run_dir) == _untimed_metrics(tmp_path / "uninterrupted")
