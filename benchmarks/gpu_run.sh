@@ -10,10 +10,22 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 CIFAR_LAB_CACHE_DIR=/tmp
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"; } 2>&1 | tee "$OUT/env.txt"
 DATA=$PWD/.devdata/cifar10-jpeg.tar.gz
 COMMON="data=folder data.path=$DATA trainer=gpu logger=none"
-PARTS=${PARTS:-speed94,wide,sweep,speed96,seed}  # which parts to run, e.g. PARTS=speed94,sweep
+# in order of value for a short loan: the large-model recipe against its reference first
+PARTS=${PARTS:-resnet18,wrn16_8,wide,speed94,sweep,speed96,seed}  # which parts to run, e.g. PARTS=speed94,sweep
 has() { [[ ",$PARTS," == *",$1,"* ]]; }
 # cpu90 candidates: "widths batch epochs" (epochs chosen so each takes ~560 s on 2 CPU cores)
 CANDIDATES=${CANDIDATES:-"[64,192,192] 256 8.5; [48,160,160] 256 11.5; [64,256,256] 256 6.4; [64,128,256] 256 10; [64,256,256] 1024 6; [32,128,128] 256 17; [64,192,192] 512 8.5"}
+
+# 0) experiment=resnet18 at its default length (26 epochs) side by side with the plain-PyTorch
+#    reference loop of the same recipe (benchmarks/reference_resnet18.py), same data, one seed each
+has resnet18 && timeout ${RN18_TIMEOUT:-300} python3 benchmarks/speed.py --data $DATA --device cuda --runs 1 \
+  --systems ref_resnet18,resnet18 --width 64 --large-epochs 26 --cache-dir /tmp/cifar_lab_cache \
+  --json "$OUT/resnet18_gpu.json" 2>&1 | tee "$OUT/resnet18_gpu.log"
+
+# 0b) experiment=wrn16_8 (the design card's net as a complete recipe), one seed
+has wrn16_8 && timeout ${WRN_TIMEOUT:-240} python3 train.py experiment=wrn16_8 $COMMON seed=0 hydra.run.dir=/tmp/wrn16_8 \
+  2>&1 | tail -5 | tee "$OUT/wrn16_8.log"
+has wrn16_8 && cp /tmp/wrn16_8/metrics.json "$OUT/wrn16_8_metrics.json" 2>/dev/null
 
 # 1) speed94 through Lightning vs the same recipe as a plain loop vs airbench94, same data
 has speed94 && timeout ${SPEED_TIMEOUT:-200} python3 benchmarks/speed.py --data $DATA --device cuda --runs ${RUNS:-4} \
