@@ -54,22 +54,13 @@ def test_each_recipe_is_complete_all_training_images_last_weights_flip_tta(make_
 
 def test_epochs_makes_a_recipe_longer_without_retuning(make_cfg):
     from cifar_lab.training.optim import warmup_linear_decay
+    from tests.test_optim import _factors
 
     short, long = make_cfg("experiment=resnet18", fast=False), make_cfg("experiment=resnet18", "epochs=80", fast=False)
     assert long.epochs == 80 and long.scheduler == short.scheduler and long.optimizer == short.optimizer
-
-    def lrs(total):
-        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        schedule = warmup_linear_decay(opt, total, long.scheduler.warmup_fraction, long.scheduler.initial_factor)
-        out = []
-        for _ in range(total + 1):
-            out.append(opt.param_groups[0]["lr"])
-            opt.step()
-            schedule.step()
-        return out
-
+    shape = dict(warmup_fraction=long.scheduler.warmup_fraction, initial_factor=long.scheduler.initial_factor)
     for total in (26 * 100, 80 * 100):  # 100 steps an epoch: the warm-up is 20% and the end 0 at any length
-        curve = lrs(total)
+        curve = _factors(warmup_linear_decay, total, **shape)
         assert curve[0] == pytest.approx(0.2) and curve[total // 5] == pytest.approx(1.0) and curve[-1] == 0.0
 
 

@@ -114,7 +114,8 @@ def test_randaugment_applies_num_ops_rounds_in_sequence() -> None:
         assert torch.equal(out[i], second), i
         one_round[i] = first
     assert not torch.equal(out, one_round)  # the second round changed some images
-    assert torch.equal(apply_policy(images, "randaugment", gen, num_ops=0), images)
+    with pytest.raises(ConfigError, match=r"data.policy_ops=0 must be a whole number >= 1"):
+        apply_policy(images, "randaugment", gen, num_ops=0)  # the config check's rule
 
 
 def test_seeded_and_leaves_the_global_rng_alone() -> None:

@@ -23,8 +23,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from cifar_lab.config import POLICIES
-from cifar_lab.errors import ConfigError
+from cifar_lab.config import POLICIES, validate_data_options
 
 __all__ = ["POLICIES", "apply_policy"]
 
@@ -95,9 +94,7 @@ class Draws(NamedTuple):
 
 
 def _space(policy: str) -> dict[str, tuple[_Magnitudes, bool]]:
-    if policy not in _SPACES:
-        raise ConfigError(f"data.policy={policy!r} is not one of: {', '.join(POLICIES)}")
-    return _SPACES[policy]
+    return _SPACES[policy]  # a name apply_policy checked (validate_data_options)
 
 
 def _draw(n: int, policy: str, generator: torch.Generator, *, num_ops: int = 2, magnitude: int = 9) -> Draws:
@@ -189,16 +186,12 @@ def apply_policy(
     """``policy`` applied to each uint8 image of ``images`` (N, C, H, W) with its own draws from ``generator``
     (on ``images.device``). ``num_ops`` and ``magnitude`` (bin of 31) are RandAugment's; "none" returns
     ``images`` itself. Returns a new uint8 tensor of the same shape on the same device."""
+    validate_data_options({"policy": policy, "policy_ops": num_ops, "policy_magnitude": magnitude})
     if policy == "none":
         return images
     space = _space(policy)
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"apply_policy needs uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-    if policy == "randaugment":
-        if not 0 <= magnitude < NUM_BINS:
-            raise ConfigError(f"data.policy_magnitude={magnitude!r} must be a whole number from 0 to {NUM_BINS - 1}")
-        if num_ops < 0:
-            raise ConfigError(f"data.policy_ops={num_ops!r} must be a whole number >= 0")
     draws = _draw(len(images), policy, generator, num_ops=num_ops, magnitude=magnitude)
     identity = list(space).index("Identity")
     out = images.clone()
