@@ -320,7 +320,8 @@ def validate_data_config(cfg: DictConfig) -> None:
     _check_seed(cfg, "seed")  # first: data.seed is ${seed} unless typed
     _check_seed(cfg, "data.seed")
     validate_data_options({key: _get(cfg, f"data.{key}") for key in _DATA_OPTIONS})
-    present = {key: _get(cfg, f"data.{key}", _ABSENT) for key in AUGMENT_OPTIONS}
+    # the augmentation keys added since (configs saved before may lack them: their defaults apply)
+    present = {key: _get(cfg, f"data.{key}", _ABSENT) for key in AUGMENT_OPTIONS if key not in _DATA_OPTIONS}
     validate_data_options({key: value for key, value in present.items() if value is not _ABSENT})
     val_size = _get(cfg, "data.val_size")
     for key in ("data.mean", "data.std"):
