@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -21,8 +22,10 @@ MODELS = ["seed_cnn", "fast", "resnet18", "vgg16", "wide"]
 def test_every_model_runs_fast_dev_run_on_cpu(make_cfg, tmp_path, model):
     cfg = make_cfg(f"model={model}", "debug=default", "model.width=2" if model == "wide" else "seed=0")
     summary = train(cfg)
-    assert summary["status"] == "completed"
-    assert 0.0 <= summary["test/acc"] <= 1.0
+    # a crash test (one batch each): that every stage ran and scored; whether each net learns is
+    # tests/test_large_models.py's job (test_each_recipe_learns_through_train_at_a_tiny_width)
+    assert summary["status"] == "completed" and summary["steps"] == 1
+    assert "test/acc" in summary and math.isfinite(summary["test/loss"])
     assert summary["params"] > 0
     assert json.loads((tmp_path / "metrics.json").read_text())["params"] == summary["params"]
 
