@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -205,6 +206,8 @@ import sys
 
 from torch import nn
 
+from cifar_lab.training import finite
+
 if os.environ.get("LOCAL_RANK", "0") == "1":  # only rank 1's loss turns NaN, from its 3rd step
     original, calls = nn.CrossEntropyLoss.forward, [0]
 
@@ -214,6 +217,8 @@ if os.environ.get("LOCAL_RANK", "0") == "1":  # only rank 1's loss turns NaN, fr
         return loss * float("nan") if calls[0] >= 3 else loss
 
     nn.CrossEntropyLoss.forward = forward
+if os.environ.get("CHECK_AS_ON_A_GPU"):  # the flag read every CHECK_EVERY steps, not every step
+    finite.check_every = lambda device: finite.CHECK_EVERY
 
 from cifar_lab.tasks.train import main
 
@@ -221,16 +226,40 @@ main()
 """
 
 
-def test_nan_on_one_ddp_rank_stops_every_rank_at_that_step(tmp_path):
-    """Without a shared check the healthy rank would wait forever in the next all-reduce."""
+def _run_nan_on_rank_1(tmp_path, *extra: str, env: dict[str, str] | None = None):
     script = tmp_path / "nan_on_rank_1.py"
     script.write_text(NAN_ON_RANK_1)
     run_dir = tmp_path / "run"
-    args = [*DDP_ARGS, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    args = [*DDP_ARGS, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}", *extra]
     result = subprocess.run(
-        [sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
     )
+    return result, run_dir
+
+
+def test_nan_on_one_ddp_rank_stops_every_rank_at_that_step(tmp_path):
+    """Without a shared check the healthy rank would wait forever in the next all-reduce."""
+    result, run_dir = _run_nan_on_rank_1(tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "error: the training loss became nan at step 3 (epoch 0) on rank 1 of 2" in result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["failed_step"] == 3
+
+
+def test_a_nan_first_seen_by_the_check_before_a_save_stops_every_rank_and_writes_nothing(tmp_path):
+    """As on a GPU, the flag is read every 25 steps, so the step checkpoint at step 3 is the first
+    read after rank 1's NaN. That read is collective: both ranks stop there, naming rank 1, and
+    rank 0 does not write the weights the all-reduce has already made NaN (a check of rank 0's own
+    flag would write them, and a check of rank 1's alone would leave rank 0 waiting in the save's
+    barrier until the collective timed out)."""
+    result, run_dir = _run_nan_on_rank_1(tmp_path, "checkpoint_every_n_steps=3", env={"CHECK_AS_ON_A_GPU": "1"})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: the training loss became nan at step 3 (epoch 0) on rank 1 of 2" in result.stderr
+    assert not (run_dir / "checkpoints" / "resume.ckpt").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["failed_step"] == 3

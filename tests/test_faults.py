@@ -64,22 +64,25 @@ def test_nan_loss_stops_names_the_step_keeps_the_last_good_checkpoint(make_cfg, 
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
 
 
-def test_no_checkpoint_of_diverged_weights_is_written_weights_only_ones_included(tmp_path):
-    """Lightning skips callbacks' on_save_checkpoint for weights-only saves: the checkpoint IO asks
-    the guard before every write instead, so no file appears once a loss was NaN."""
-    from types import SimpleNamespace
-
-    from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO
-    from cifar_lab.training.finite import FiniteLossGuard
-
-    guard = FiniteLossGuard()
-    guard.setup(SimpleNamespace(world_size=1, current_epoch=0), None, "fit")
-    io = SafeCheckpointIO(tmp_path, before_save=guard.check_before_save)
-    io.save_checkpoint({"state_dict": {}}, tmp_path / "good.ckpt")  # finite so far
-    guard.track(torch.tensor(float("nan")), step=7)
-    with pytest.raises(NonFiniteLossError, match="became nan at step 7"):
-        io.save_checkpoint({"state_dict": {}}, tmp_path / "diverged.ckpt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.ckpt"]
+def test_no_checkpoint_of_diverged_weights_is_written_weights_only_ones_included(make_cfg, tmp_path, nan_at_step):
+    """Lightning skips callbacks' on_save_checkpoint for weights-only saves: the guard's check runs
+    in the module's hook, which every save calls, so no file appears once a loss was NaN."""
+    nan_at_step(4)
+    every_step = [
+        "callbacks.model_checkpoint.monitor=null",
+        "callbacks.model_checkpoint.save_top_k=-1",
+        "callbacks.model_checkpoint.save_last=false",
+        "+callbacks.model_checkpoint.every_n_train_steps=1",
+        "+callbacks.model_checkpoint.save_weights_only=true",
+        "callbacks.model_checkpoint.filename='step{step}'",
+    ]
+    with pytest.raises(NonFiniteLossError, match="became nan at step 4"):
+        train(make_cfg(*TINY, *every_step))
+    written = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    assert written == ["step1.ckpt", "step2.ckpt", "step3.ckpt"]
+    last = torch.load(tmp_path / "checkpoints" / "step3.ckpt", weights_only=True)
+    assert "optimizer_states" not in last  # weights-only, as asked
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values() if t.is_floating_point())
 
 
 def test_multirun_failed_job_keeps_the_other_jobs_results(tmp_path):

@@ -125,19 +125,15 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     ``run_dir``: the run's output folder, whose absolute path is kept out of the files.
     ``clock``: the training clock; writes are taken out of it and counted as "checkpoint".
-    ``before_save``: called before every write, weights-only ones too (the non-finite-loss guard's
-    check: no checkpoint of diverged weights is ever written).
     """
 
     def __init__(
         self,
         run_dir: str | os.PathLike | None = None,
         clock: DeviceClock | None = None,
-        before_save: Callable[[], None] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir).resolve() if run_dir is not None else None
         self.clock = clock
-        self.before_save = before_save
         self._preloaded: tuple[Path, dict[str, Any]] | None = None
 
     def preload(self, path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
@@ -147,8 +143,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("SafeCheckpointIO does not take storage_options")
-        if self.before_save is not None:
-            self.before_save()
         target = Path(path).resolve()
         if self.run_dir is not None:
             checkpoint = _relative_paths(checkpoint, self.run_dir, target)

@@ -164,7 +164,6 @@ def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: li
     from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO
     from cifar_lab.runtime.distributed import route_ddp_children_through_job_config
     from cifar_lab.runtime.hardware import resolved_precision
-    from cifar_lab.training.finite import FiniteLossGuard
     from cifar_lab.training.timing import training_timer
 
     extra: dict[str, Any] = {} if datamodule.val_size > 0 else {"limit_val_batches": 0}
@@ -176,11 +175,9 @@ def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: li
 
         extra["profiler"] = NoProfiler()  # no profiling asked for: no per-hook cost either
     timer = training_timer(callbacks)
-    guard = next((c for c in callbacks if isinstance(c, FiniteLossGuard)), None)
     checkpoint_io = SafeCheckpointIO(
         Path(cfg.paths.output_dir),
         clock=timer.clock if timer is not None else None,
-        before_save=guard.check_before_save if guard is not None else None,
     )
     if resume_from is not None:
         checkpoint_io.preload(*resume_from)

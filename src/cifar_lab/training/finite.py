@@ -1,5 +1,11 @@
 """The non-finite-loss guard: stop at the first NaN/inf training loss, naming its step, without a
-host sync per step (the flag stays on the device and is read every few steps)."""
+host sync per step (the flag stays on the device and is read every few steps).
+
+Every read of the flag that can stop a run is collective under DDP (all ranks gather their flags
+and stop together), since a rank that raised alone would leave the others waiting in the next
+collective: the periodic reads inside the batch loop and the read before each checkpoint, which
+every rank makes because every rank runs Lightning's ``Trainer.save_checkpoint``.
+"""
 
 from __future__ import annotations
 
@@ -16,26 +22,28 @@ from cifar_lab.training.loop import ends_epoch
 CHECK_EVERY = 25
 
 
+def check_every(device: torch.device) -> int:
+    """Training steps between two reads of the flag on ``device``."""
+    return 1 if device.type == "cpu" else CHECK_EVERY
+
+
 class FiniteLossGuard(pl.Callback):
     """Raises NonFiniteLossError once a training loss was NaN or infinite, and before any
     checkpoint of diverged weights is written. Every training run has one (``training.build.build_tricks``).
 
     The first bad step and its loss are kept on the device (tensor ops only: no sync per step)
     and read every step on the CPU, every :data:`CHECK_EVERY` steps elsewhere, at each epoch's
-    and the run's last step, and before a checkpoint is saved.
+    and the run's last step, and before every checkpoint (:func:`check_before_save`). So a run
+    stops at most ``CHECK_EVERY - 1`` steps after the bad one on a GPU, and never saves its weights.
     """
 
     def __init__(self) -> None:
         self._bad_step: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None
-        self._trainer: pl.Trainer | None = None  # set at setup, for check_before_save
-        self._every = CHECK_EVERY  # steps between checks: 1 on the CPU (set at train start)
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._trainer = trainer
+        self._every = CHECK_EVERY  # steps between checks: check_every(device), set at train start
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._every = 1 if pl_module.device.type == "cpu" else CHECK_EVERY
+        self._every = check_every(pl_module.device)
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         self.track(loss.detach(), trainer.global_step + 1)  # the optimizer step this loss is for
@@ -47,18 +55,6 @@ class FiniteLossGuard(pl.Callback):
         # the batch loop, since at epoch end rank 0's progress bar runs metric syncs the others do not
         if trainer.global_step % self._every == 0 or ends_epoch(trainer, batch_idx):
             self.check(trainer, all_ranks=True)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.check(trainer)
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        self.check(trainer)  # never write a checkpoint of diverged weights
-
-    def check_before_save(self) -> None:
-        """:meth:`check`, for the checkpoint IO to call before any write: Lightning calls
-        :meth:`on_save_checkpoint` for full checkpoints only, not for weights-only ones."""
-        if self._trainer is not None:
-            self.check(self._trainer)
 
     def track(self, loss: torch.Tensor, step: int) -> None:
         """Record ``step`` if ``loss`` is the first non-finite one (tensor ops only: no sync)."""
@@ -96,3 +92,16 @@ class FiniteLossGuard(pl.Callback):
                 f"trainer.gradient_clip_val, or check the data",
                 step=int(step),
             )
+
+
+def check_before_save(trainer: pl.Trainer) -> None:
+    """The guard's collective check before a checkpoint is written: never a file of diverged weights.
+
+    For the LightningModule's ``on_save_checkpoint``, the one save hook that Lightning runs on every
+    rank for every checkpoint (callbacks' hook is skipped for weights-only ones), inside
+    ``Trainer.save_checkpoint``, which every rank calls at the same step: so the gather is matched,
+    and a NaN seen by any rank stops all of them before rank 0 writes.
+    """
+    for callback in trainer.callbacks:
+        if isinstance(callback, FiniteLossGuard):
+            callback.check(trainer, all_ranks=True)

@@ -13,6 +13,7 @@ from cifar_lab.config import validate_module_options
 from cifar_lab.recipes.mixing import batch_mix
 from cifar_lab.recipes.tta import tta_logits
 from cifar_lab.runtime.resume_state import restore_resume_state, resume_state
+from cifar_lab.training.finite import check_before_save
 from cifar_lab.training.loop import ends_epoch
 from cifar_lab.training.metrics import stage_metrics
 from cifar_lab.training.optim import apply_lr_scales, param_groups
@@ -165,6 +166,7 @@ class ImageClassifier(pl.LightningModule):
 
     # -- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_before_save(self.trainer)  # every rank, every checkpoint: none of diverged weights
         # what a resumed run needs to continue exactly: running metric states and global RNGs
         checkpoint["cifar_lab_resume"] = resume_state(self, _RESUMED_METRICS)
         # what predict/eval need to rebuild the model without the training config
