@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -202,6 +203,7 @@ def test_slurm_launcher_config_composes_with_submitit_parameters(make_cfg):
 
 NAN_ON_RANK_1 = """
 import os
+import signal
 import sys
 
 from torch import nn
@@ -217,8 +219,8 @@ if os.environ.get("LOCAL_RANK", "0") == "1":  # only rank 1's loss turns NaN, fr
         return loss * float("nan") if calls[0] >= 3 else loss
 
     nn.CrossEntropyLoss.forward = forward
-if os.environ.get("CHECK_AS_ON_A_GPU"):  # the flag read every CHECK_EVERY steps, not every step
-    finite.check_every = lambda device: finite.CHECK_EVERY
+if os.environ.get("CHECK_AS_ON_A_GPU"):  # the flag read every SYNC_EVERY steps, not every step
+    finite.sync_every = lambda device: finite.SYNC_EVERY
 
 from cifar_lab.tasks.train import main
 
@@ -263,3 +265,51 @@ def test_a_nan_first_seen_by_the_check_before_a_save_stops_every_rank_and_writes
     assert not (run_dir / "checkpoints" / "resume.ckpt").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["failed_step"] == 3
+
+
+SIGTERM_TO_RANK_1 = """
+import os
+import signal
+import signal
+
+from torch import nn
+
+if os.environ.get("LOCAL_RANK", "0") == "1":  # a signal to rank 1 alone, in its 3rd step
+    original, calls = nn.CrossEntropyLoss.forward, [0]
+
+    def forward(self, logits, labels):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, logits, labels)
+
+    nn.CrossEntropyLoss.forward = forward
+
+from cifar_lab.tasks.train import main
+
+main()
+"""
+
+
+def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_step_and_resumes(tmp_path):
+    """The ranks agree on stopping: rank 0 was never signalled, yet both save one resume.ckpt at
+    step 3 and stop (alone, rank 1 would save and leave rank 0 waiting in the save's barrier);
+    the resumed run then completes."""
+    script = tmp_path / "sigterm_to_rank_1.py"
+    script.write_text(SIGTERM_TO_RANK_1)
+    run_dir = tmp_path / "run"
+    args = [*DDP_ARGS, f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    stopped = subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "preempted" and metrics["steps"] == 3
+    import torch
+
+    saved = torch.load(run_dir / "checkpoints" / "resume.ckpt", weights_only=True)
+    assert saved["global_step"] == 3
+    resumed = _run([*args, "resume=latest"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 18

@@ -5,6 +5,7 @@ Apart from cifar_lab.runtime.resume so that the signal handling and ``find_lates
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
 
 from cifar_lab.runtime.resume import RESUME_FILE, Preempted, Preemption
+from cifar_lab.training.loop import sync_every
 
 
 class ResumeCheckpoint(Checkpoint):
@@ -24,6 +26,12 @@ class ResumeCheckpoint(Checkpoint):
     It also restores the training loader's position (``DeviceLoader.load_state_dict``) from the
     loop state Lightning saved: Lightning itself only does so when the loader is built after
     the checkpoint is read, which a per-step lr schedule (``estimated_stepping_batches``) defeats.
+
+    Under DDP the decision to stop is collective: ranks receive a signal at different steps, or
+    only one does (a signal to one process), and a rank that saved and stopped alone would leave
+    the others waiting in the save's barrier or the next all-reduce. The ranks agree inside the
+    batch loop, every ``sync_every`` steps (each agreement is a host sync) and at each epoch's
+    last step, and after the fit: a signal during validation stops the run at the next of those.
     """
 
     def __init__(self, dirpath: str | Path, every_n_steps: int | None, preemption: Preemption | None = None) -> None:
@@ -31,6 +39,7 @@ class ResumeCheckpoint(Checkpoint):
         self.every_n_steps = every_n_steps
         self.preemption = preemption
         self._saved_step = -1
+        self._agreed: int | None = None  # under DDP: the signal all ranks agreed to stop on
         self._loader_states: list[dict[str, Any]] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -60,16 +69,22 @@ class ResumeCheckpoint(Checkpoint):
             self._saved_step = trainer.global_step
 
     def _stop_if_preempted(self, trainer: pl.Trainer) -> None:
-        if self.preemption is not None and self.preemption.requested:
+        # under DDP, only what the ranks agreed on in the batch loop: elsewhere a collective
+        # could meet rank 0's own (its progress bar syncs metrics at epoch ends)
+        signum = self._agreed if trainer.world_size > 1 else signalled(trainer, self.preemption)
+        if signum is not None:
             self._save(trainer)
-            raise Preempted(self.preemption.signum)
+            raise Preempted(signum)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        step = trainer.global_step
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if trainer.world_size > 1 and (last or step % sync_every(pl_module.device) == 0):
+            self._agreed = signalled(trainer, self.preemption)
+        if last:
             # the epoch's end (validation, epoch hooks) is still to come: ModelCheckpoint's
             # last.ckpt, or the hooks below when pre-empted, save after it
             return
-        step = trainer.global_step
         if self.every_n_steps and step % self.every_n_steps == 0:
             self._save(trainer)
         self._stop_if_preempted(trainer)
@@ -87,3 +102,16 @@ class ResumeCheckpoint(Checkpoint):
     @property
     def state_key(self) -> str:
         return "cifar_lab.ResumeCheckpoint"
+
+
+def signalled(trainer: pl.Trainer, preemption: Preemption | None) -> int | None:
+    """The signal that stops the run, if any rank received one (None: go on).
+
+    Collective under DDP: call it where every rank is at the same point. A rank that was not
+    signalled itself reports SIGTERM (what a scheduler sends)."""
+    requested = preemption is not None and preemption.requested
+    if trainer.world_size > 1:
+        requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+    if not requested:
+        return None
+    return (preemption.signum if preemption is not None else None) or signal.SIGTERM

@@ -97,14 +97,16 @@ def _fit(run: TrainingRun) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from cifar_lab.runtime.resume import Preempted
+    from cifar_lab.runtime.resume_checkpoint import signalled
 
     trainer = run.trainer
     checkpoints = Path(run.cfg.paths.output_dir) / "checkpoints"
     fit_ckpt = display_path(run.ckpt_path) if run.ckpt_path else None  # relative: no user folders in the log
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=fit_ckpt, weights_only=True)
-    if run.preemption.requested:  # signalled after the last training step: keep the finished state
+    signum = signalled(trainer, run.preemption)
+    if signum is not None:  # signalled after the last training step: keep the finished state
         trainer.save_checkpoint(checkpoints / "resume.ckpt")
-        raise Preempted(run.preemption.signum)
+        raise Preempted(signum)
     if not any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks):
         # lean recipes (callbacks=none) save nothing per epoch: keep the final weights
         trainer.save_checkpoint(checkpoints / "last.ckpt")

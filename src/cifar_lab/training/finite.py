@@ -15,16 +15,7 @@ import lightning.pytorch as pl
 import torch
 
 from cifar_lab.errors import NonFiniteLossError
-from cifar_lab.training.loop import ends_epoch
-
-# how often (in steps) the flag is read on accelerators: each read is a host sync; on the CPU it
-# is free, so it is read every step there
-CHECK_EVERY = 25
-
-
-def check_every(device: torch.device) -> int:
-    """Training steps between two reads of the flag on ``device``."""
-    return 1 if device.type == "cpu" else CHECK_EVERY
+from cifar_lab.training.loop import SYNC_EVERY, ends_epoch, sync_every
 
 
 class FiniteLossGuard(pl.Callback):
@@ -32,18 +23,18 @@ class FiniteLossGuard(pl.Callback):
     checkpoint of diverged weights is written. Every training run has one (``training.build.build_tricks``).
 
     The first bad step and its loss are kept on the device (tensor ops only: no sync per step)
-    and read every step on the CPU, every :data:`CHECK_EVERY` steps elsewhere, at each epoch's
+    and read every step on the CPU, every :data:`~cifar_lab.training.loop.SYNC_EVERY` steps elsewhere, at each epoch's
     and the run's last step, and before every checkpoint (:func:`check_before_save`). So a run
-    stops at most ``CHECK_EVERY - 1`` steps after the bad one on a GPU, and never saves its weights.
+    stops at most ``SYNC_EVERY - 1`` steps after the bad one on a GPU, and never saves its weights.
     """
 
     def __init__(self) -> None:
         self._bad_step: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None
-        self._every = CHECK_EVERY  # steps between checks: check_every(device), set at train start
+        self._every = SYNC_EVERY  # steps between checks: sync_every(device), set at train start
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._every = check_every(pl_module.device)
+        self._every = sync_every(pl_module.device)
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         self.track(loss.detach(), trainer.global_step + 1)  # the optimizer step this loss is for
