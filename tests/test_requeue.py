@@ -62,6 +62,7 @@ def _stop(sweep: subprocess.Popen, root: Path, job: Path, signum: int, after_ste
     said = f"pre-empted by {signal.Signals(signum).name}"
     stopped = _wait_for(lambda: _status(job).get("error") == said and _status(job), sweep, said)
     assert stopped["status"] == "preempted"
+    assert stopped["resume"].startswith("python train.py ")  # not submitit's runner, should the requeue fail
     old |= pids
     return stopped["steps"]
 

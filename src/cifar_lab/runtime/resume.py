@@ -124,6 +124,8 @@ def without_resume(overrides: list[str]) -> list[str]:
 def resume_command(run_dir: str | Path, overrides: list[str]) -> str:
     """The command line that resumes this run in ``run_dir``."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "train.py"
+    if "submitit" in Path(argv0).parts:  # a sweep job run by submitit (python -m submitit.core._submit)
+        argv0 = "train.py"
     program = f"python {argv0}" if argv0.endswith(".py") else Path(argv0).name
     keep = without_resume(overrides)
     run = Path(run_dir)
