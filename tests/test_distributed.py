@@ -196,7 +196,9 @@ def test_slurm_launcher_config_composes_with_submitit_parameters(make_cfg):
         fast=False,
     )
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    # submitit_slurm's launcher with the requeue (tests/test_requeue.py runs its local twin)
+    assert launcher._target_ == "hydra_plugins.cifar_lab_submitit.launcher.RequeueingSlurmLauncher"
+    assert launcher.max_num_timeout > 0  # submitit_slurm's 0 would end a job at its first time limit
     assert (launcher.partition, launcher.timeout_min) == ("gpu", 30)
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
 

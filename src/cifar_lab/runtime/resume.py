@@ -15,6 +15,8 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.ckpt"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_EXTRA_SIGNALS: list[int] = []  # also_preempt_on's, for the runs started inside it
 
 
 def find_latest(checkpoint_dir: str | Path) -> Path | None:
@@ -48,8 +51,31 @@ class Preempted(Exception):
         self.saved = saved
 
 
+class PreemptedExit(SystemExit):
+    """The exit of a pre-empted run (status 128 + signal number): a SystemExit that says which
+    signal, so a launcher around the run (the requeueing SLURM one) can tell it from other exits."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+@contextmanager
+def also_preempt_on(*signums: int) -> Iterator[None]:
+    """Runs started inside also stop cleanly on ``signums``, as on SIGTERM: the requeueing SLURM
+    launcher's way to have SLURM's time-limit warning (USR2) save a checkpoint first."""
+    added = [s for s in signums if s not in _SIGNALS and s not in _EXTRA_SIGNALS]
+    _EXTRA_SIGNALS.extend(added)
+    try:
+        yield
+    finally:
+        for signum in added:
+            _EXTRA_SIGNALS.remove(signum)
+
+
 class Preemption:
-    """SIGTERM/SIGINT handler: remembers the signal; training stops at the next safe point.
+    """SIGTERM/SIGINT handler (and ``also_preempt_on``'s signals): remembers the signal; training
+    stops at the next safe point.
 
     ``phase``: "setup" (data loading: nothing to save, the signal stops at once), "training"
     (ResumeCheckpoint saves and stops after the current step) or "finishing" (the test pass of
@@ -65,7 +91,7 @@ class Preemption:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum in _SIGNALS:
+        for signum in (*_SIGNALS, *_EXTRA_SIGNALS):
             self._previous[signum] = signal.signal(signum, self._handle)
 
     def uninstall(self) -> None:
@@ -89,11 +115,19 @@ class Preemption:
         return self.signum is not None
 
 
+def without_resume(overrides: list[str]) -> list[str]:
+    """``overrides`` less those that say where a run starts from (its folder, resume, ckpt_path):
+    what a resumed run keeps, before it adds ``resume=latest``."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(("hydra.run.dir=", "resume=", "ckpt_path="))]
+
+
 def resume_command(run_dir: str | Path, overrides: list[str]) -> str:
     """The command line that resumes this run in ``run_dir``."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "train.py"
+    if "submitit" in Path(argv0).parts:  # a sweep job run by submitit (python -m submitit.core._submit)
+        argv0 = "train.py"
     program = f"python {argv0}" if argv0.endswith(".py") else Path(argv0).name
-    keep = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.run.dir=", "resume=", "ckpt_path="))]
+    keep = without_resume(overrides)
     run = Path(run_dir)
     try:
         run = run.resolve().relative_to(Path.cwd().resolve())

@@ -172,7 +172,7 @@ def _is_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """`python train.py ...` and the `cifar-lab-train` console script."""
-    from cifar_lab.runtime.resume import Preempted
+    from cifar_lab.runtime.resume import Preempted, PreemptedExit
 
     try:
         return optimized_value(cfg, train(cfg))
@@ -184,7 +184,7 @@ def main(cfg: DictConfig) -> float | None:
         )
         log.warning("%s", message)
         print(message, file=sys.stderr)
-        sys.exit(128 + stop.signum)
+        raise PreemptedExit(stop.signum) from None  # status 128 + signal number
     except CifarLabError as err:
         if _is_multirun():
             log.error("error: %s", err)
