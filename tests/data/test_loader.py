@@ -168,6 +168,30 @@ def test_ranks_get_disjoint_shards_covering_the_epoch():
     assert set(shards[0].tolist()) | set(shards[1].tolist()) == set(range(100))
 
 
+def test_the_epoch_order_that_shards_split_is_drawn_on_the_cpu_whatever_the_images_device():
+    """Ranks on GPUs of two models must cut one permutation: it comes from a CPU generator of
+    (seed, epoch), never from the device's (whose RNG kernels differ by GPU model). Images on the
+    meta device stand for a GPU: the order is the CPU one, and the shards partition it."""
+    labels = torch.arange(101)
+
+    def loader(device: str, rank: int = 0, world_size: int = 1, **kwargs) -> DeviceLoader:
+        images = torch.zeros(101, 3, 4, 4, device=device)
+        return DeviceLoader(
+            images, labels.to(device), 10, shuffle=True, seed=3, rank=rank, world_size=world_size, **kwargs
+        )
+
+    on_cpu, elsewhere = loader("cpu").epoch_permutation(2), loader("meta").epoch_permutation(2)
+    assert elsewhere.device.type == "cpu" and torch.equal(on_cpu, elsewhere)
+    assert not torch.equal(on_cpu, loader("cpu").epoch_permutation(3))  # a new order each epoch
+    shards = [loader("meta", rank, 3).epoch_order(2) for rank in range(3)]
+    assert all(shard.device.type == "meta" and len(shard) == 33 for shard in shards)
+    cpu_shards = [loader("cpu", rank, 3).epoch_order(2) for rank in range(3)]
+    assert torch.equal(torch.stack(cpu_shards, 1).flatten(), on_cpu[:99])  # order[rank::3], interleaved
+    # without reshuffle (debug=overfit): one order, every epoch
+    same = loader("cpu", reshuffle=False)
+    assert torch.equal(same.epoch_permutation(0), same.epoch_permutation(5))
+
+
 def test_evaluation_shards_score_every_sample_once_and_training_shards_step_together():
     """every_sample (val/test under DDP): 3 ranks of 10 images get 4, 3 and 3 of them, all 10
     once. Training shards are equal (3 each): every rank must take the same number of steps."""

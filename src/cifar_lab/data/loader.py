@@ -16,6 +16,9 @@ from cifar_lab.config import AUGMENT_OPTIONS, crop_stages, validate_data_options
 from cifar_lab.data import augment
 from cifar_lab.errors import ConfigError
 
+# the seed offset of the epoch order's stream, apart from the augmentation's (seed, epoch) streams
+_ORDER_STREAM = 1 << 40
+
 
 @dataclass(frozen=True)
 class AugmentSpec:
@@ -181,8 +184,8 @@ class DeviceLoader:
         n = self.samples_per_rank
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def _generator(self, epoch: int) -> torch.Generator:
-        gen = torch.Generator(device=self.images.device)
+    def _generator(self, epoch: int, device: torch.device | str | None = None) -> torch.Generator:
+        gen = torch.Generator(device=self.images.device if device is None else device)
         gen.manual_seed(self.seed * 1_000_003 + epoch)
         return gen
 
@@ -221,19 +224,24 @@ class DeviceLoader:
         pixels = apply_policy(pixels, spec.policy, generator, num_ops=spec.policy_ops, magnitude=spec.policy_magnitude)
         return pixels.float().div_(255.0).sub_(mean).div_(std)
 
-    def epoch_order(self, epoch: int, generator: torch.Generator) -> torch.Tensor | None:
-        """This rank's sample indices for ``epoch`` (None: all samples in order)."""
+    def epoch_permutation(self, epoch: int) -> torch.Tensor:
+        """The order of every sample in ``epoch``, on the CPU: the same on every rank by construction.
+
+        Drawn from a CPU generator of (seed, epoch), a stream of its own: CUDA's RNG kernels size
+        their grid by the device, so GPUs of two models can draw two permutations from one seed,
+        and the ranks' shards (``[rank::world_size]`` of it) would overlap or miss images, silently.
+        Augmentation may come from the device's generator: each rank draws it for its own images.
+        """
+        stream = _ORDER_STREAM + (epoch if self.reshuffle else -2)  # -2: one order for every epoch
+        return torch.randperm(len(self.images), generator=self._generator(stream, device="cpu"))
+
+    def epoch_order(self, epoch: int) -> torch.Tensor | None:
+        """This rank's sample indices for ``epoch``, on the images' device (None: all samples in order)."""
         n = len(self.images)
         if not self.shuffle and self.world_size == 1:
             return None
-        if self.shuffle and not self.reshuffle:
-            generator = self._generator(-2)  # a stream of its own, epoch-independent
-        order = (
-            torch.randperm(n, generator=generator, device=self.images.device)
-            if self.shuffle
-            else torch.arange(n, device=self.images.device)
-        )
-        return order[self.rank :: self.world_size][: self.samples_per_rank]
+        order = self.epoch_permutation(epoch) if self.shuffle else torch.arange(n)
+        return order[self.rank :: self.world_size][: self.samples_per_rank].to(self.images.device)
 
     # -- resumable state (Lightning saves it in the checkpoint's loop state) -----------------
     def state_dict(self) -> dict[str, int]:
@@ -273,9 +281,8 @@ class DeviceLoader:
             if resume_epoch == epoch:
                 skip = min(resume_batches, len(self))
         self._epoch_in_flight, self._served = epoch, skip
-        generator = self._generator(epoch)
-        order = self.epoch_order(epoch, generator)
-        images = self.augmented(epoch, generator)
+        order = self.epoch_order(epoch)
+        images = self.augmented(epoch, self._generator(epoch))
         for i in range(skip, len(self)):
             self._served = i + 1
             start, stop = i * self.batch_size, (i + 1) * self.batch_size
