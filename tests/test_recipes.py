@@ -328,20 +328,25 @@ def test_whitening_init_leaves_a_resumed_fit_alone():
     assert not torch.equal(module.net.whiten.weight, before)
 
 
-def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatch):
+@pytest.mark.parametrize("dropout", [None, 0.3], ids=["fast", "wide_with_dropout"])
+def test_device_warmup_leaves_weights_statistics_and_rng_as_they_were(monkeypatch, dropout):
     """The GPU warm-up (forced here on the CPU) runs real train and TTA passes, then restores
-    everything training depends on; its seconds are kept out of the training clock."""
+    everything training depends on; its seconds are kept out of the training clock. Dropout
+    draws from the device's generator (the CPU's here): that state is restored too."""
     from contextlib import nullcontext
     from types import SimpleNamespace
 
-    from cifar_lab.models import FastNet
+    from cifar_lab.models import FastNet, WideResNet
     from cifar_lab.recipes import device_warmup as warmup
     from cifar_lab.training.module import ImageClassifier
     from cifar_lab.training.timing import TrainingTimer
 
-    module = ImageClassifier(
-        FastNet(num_classes=10, widths=[8, 8, 8]), optimizer=torch.optim.SGD, num_classes=10, tta_level=2
+    net = (
+        FastNet(num_classes=10, widths=[8, 8, 8])
+        if dropout is None
+        else WideResNet(num_classes=10, depth=10, width=1, dropout=dropout)
     )
+    module = ImageClassifier(net, optimizer=torch.optim.SGD, num_classes=10, tta_level=2)
     datamodule = SimpleNamespace(
         batch_size=16, eval_batch_size=8, train_sample=lambda n, device: torch.zeros(n, 3, 32, 32)
     )

@@ -27,7 +27,8 @@ def warm_up_device(module) -> float:
 
     cudnn autotuning (trainer=gpu sets benchmark) and lazy kernel/library loading cost
     seconds at the first step of each shape: part of a fresh process, not of training,
-    and airbench excludes them the same way. Weights, BN statistics and RNG are restored.
+    and airbench excludes them the same way. Weights, BN statistics and the state of every RNG
+    they draw from (the CPU's, the GPU's: dropout) are restored.
     """
     trainer, device = module.trainer, module.device
     datamodule = getattr(trainer, "datamodule", None)
@@ -42,14 +43,16 @@ def warm_up_device(module) -> float:
     def batch(size: int) -> torch.Tensor:
         return torch.randn(size, *shape, device=device, generator=generator)
 
-    with trainer.precision_plugin.forward_context():
-        for _ in range(2):
-            module(batch(datamodule.batch_size)).float().sum().backward()
-        net.eval()
-        with torch.no_grad():
-            tta_logits(module, batch(datamodule.eval_batch_size), module.hparams.get("tta_level", 0))
-        net.train()
-    torch.linalg.eigh(torch.eye(4, device=device))  # the whitening init's solver
+    # every generator the passes draw from (dropout: the device's; the CPU's) is put back after
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with trainer.precision_plugin.forward_context():
+            for _ in range(2):
+                module(batch(datamodule.batch_size)).float().sum().backward()
+            net.eval()
+            with torch.no_grad():
+                tta_logits(module, batch(datamodule.eval_batch_size), module.hparams.get("tta_level", 0))
+            net.train()
+        torch.linalg.eigh(torch.eye(4, device=device))  # the whitening init's solver
     net.load_state_dict(state)
     net.zero_grad(set_to_none=True)
     if device.type == "cuda":
