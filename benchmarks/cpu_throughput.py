@@ -9,7 +9,7 @@ One train step = forward + backward + Nesterov SGD step on random data, at the g
 channels_last with bf16 autocast (as trainer=cpu picks where the CPU has native bf16). The
 whitening filters are fixed, as in training; ``--frozen-groups K`` also freezes the whitening bias
 and the first K conv groups (callbacks.freeze: backward skips them); ``--compile`` adds rows with
-the net under torch.compile (module.compile), and the seconds its first step took (compilation).
+the net under torch.compile (the forward that module.compile compiles), and the seconds its first step took (compilation).
 Prints a Markdown table of images/s (median of timed steps after warm-up steps). Throughput
 only: accuracy at a time budget needs real runs (benchmarks/speed.py).
 """

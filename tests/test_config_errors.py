@@ -43,6 +43,11 @@ def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
             "module.ema_decay=1.5",
             "error: module.ema_decay=1.5 must be in (0, 1), e.g. 0.999 (per step), or null (no EMA)",
         ),
+        (
+            "module.compile=fast",
+            "error: module.compile='fast' must be false, true or a torch.compile mode: default, reduce-overhead, "
+            "max-autotune, max-autotune-no-cudagraphs",
+        ),
     ],
 )
 def test_config_errors_answer_before_torch_or_lightning_is_imported(tmp_path, override, message):

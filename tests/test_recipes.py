@@ -406,3 +406,23 @@ def test_a_crop_the_model_cannot_take_fails_before_training_in_one_line(make_cfg
         train(cfg)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("mode", [True, "max-autotune-no-cudagraphs"])
+def test_module_compile_compiles_the_lightning_module_as_lightning_supports(make_cfg, mode):
+    """module.compile goes through Lightning's from_compiled: the same LightningModule (its
+    state_dict keys unchanged) with compiled steps, marked compiled for the trainer, whose DDP
+    wrapper calls those steps (there dynamo sees the DDP module and splits the graph by bucket).
+    Compiling itself happens at the first step (too slow for the suite on 2 cores: gpu_run.sh's
+    faults part trains compiled on a GPU)."""
+    from cifar_lab.data.datamodule import CIFARDataModule  # noqa: F401  (the build needs the data)
+    from cifar_lab.training.build import build_datamodule, build_module
+    from cifar_lab.training.module import ImageClassifier
+
+    cfg = make_cfg("model=seed_cnn", f"module.compile={str(mode).lower()}")
+    datamodule = build_datamodule(cfg, stage="fit")
+    module = build_module(cfg, datamodule)
+    assert isinstance(module, ImageClassifier) and module._compiler_ctx["compiler"] == "dynamo"
+    assert module.forward is not module._compiler_ctx["original_forward"]  # dynamo-wrapped
+    assert list(module.state_dict()) == list(build_module(make_cfg("model=seed_cnn"), datamodule).state_dict())
+    assert build_module(make_cfg("model=seed_cnn"), datamodule)._compiler_ctx is None

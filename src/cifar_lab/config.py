@@ -38,6 +38,8 @@ PRECISIONS = (
     "transformer-engine",
 )
 TEST_CKPT = ("best", "last")
+# module.compile: false, true (torch.compile's default mode) or one of torch.compile's modes
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 # training-set sizes of sources whose size is known without reading them
 _KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int | None]] = {
@@ -413,6 +415,7 @@ def _validate_optimization(cfg: DictConfig) -> None:
         "mixup_alpha",
         "cutmix_alpha",
         "ema_decay",
+        "compile",
     )
     present = {key: _get(cfg, f"module.{key}", _ABSENT) for key in keys}
     validate_module_options({key: value for key, value in present.items() if value is not _ABSENT})
@@ -462,6 +465,11 @@ def validate_module_options(options: dict[str, Any]) -> None:
     _require(
         decay is None or (_is_number(decay) and 0 < decay < 1),
         f"module.ema_decay={decay!r} must be in (0, 1), e.g. 0.999 (per step), or null (no EMA)",
+    )
+    compile_mode = options.get("compile", False)
+    _require(
+        isinstance(compile_mode, bool) or compile_mode in COMPILE_MODES,
+        f"module.compile={compile_mode!r} must be false, true or a torch.compile mode: {', '.join(COMPILE_MODES)}",
     )
 
 

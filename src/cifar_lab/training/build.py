@@ -55,10 +55,10 @@ def build_module(cfg: DictConfig, datamodule):
     """The ImageClassifier: cfg.model's net sized to the data's classes, with optimizer and scheduler."""
     from hydra.utils import instantiate
 
-    from cifar_lab.training.module import ImageClassifier
+    from cifar_lab.training.module import ImageClassifier, compiled
 
-    options = {key: value for key, value in cfg.module.items() if key not in TRICK_OPTIONS}
-    return ImageClassifier(
+    options = {key: value for key, value in cfg.module.items() if key not in (*TRICK_OPTIONS, "compile")}
+    module = ImageClassifier(
         net=instantiate(cfg.model)(num_classes=datamodule.num_classes),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
@@ -69,6 +69,7 @@ def build_module(cfg: DictConfig, datamodule):
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
         **options,
     )
+    return compiled(module, cfg.module.get("compile", False))
 
 
 def build_tricks(cfg: DictConfig) -> list[Any]:

@@ -46,7 +46,6 @@ class ImageClassifier(pl.LightningModule):
         cutmix_alpha: float = 0.0,
         exclude_norm_and_bias_from_decay: bool = True,
         channels_last: bool = False,
-        compile: bool = False,
         norm_lr_scale: float = 1.0,
         tta_level: int = 0,
         val_tta_level: int | None = None,
@@ -67,9 +66,6 @@ class ImageClassifier(pl.LightningModule):
         self.batch_mix = batch_mix(num_classes, mixup_alpha, cutmix_alpha)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        # not registered as a submodule: the state_dict keeps one copy of the weights, under
-        # net.*, whether or not the net is compiled (checkpoints stay interchangeable)
-        object.__setattr__(self, "_forward_net", torch.compile(self.net) if compile else self.net)
 
         for name, metric in stage_metrics(num_classes).items():  # train_loss, val_acc, test_auroc, ...
             setattr(self, name, metric)
@@ -87,7 +83,7 @@ class ImageClassifier(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self._forward_net(images)
+        return self.net(images)
 
     # -- training ------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -179,3 +175,19 @@ class ImageClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_resume_state(self, checkpoint.get("cifar_lab_resume"), _RESUMED_METRICS)
+
+
+def compiled(module: ImageClassifier, mode: bool | str) -> ImageClassifier:
+    """``module`` with ``torch.compile`` applied the way Lightning supports (module.compile).
+
+    The LightningModule is compiled, not its net: Lightning's ``from_compiled`` keeps the same
+    module (state_dict keys, hooks, checkpoints unchanged) with compiled steps, which DDP's wrapper
+    then calls, so dynamo sees the DDP module and splits the graph at DDP's bucket boundaries:
+    each bucket's all-reduce overlaps the rest of the compiled backward. ``mode``: false (none),
+    true (torch.compile's default) or a torch.compile mode."""
+    validate_module_options({"compile": mode})
+    if mode is False:
+        return module
+    from lightning.pytorch.utilities.compile import from_compiled
+
+    return from_compiled(torch.compile(module, mode=None if mode is True else mode))
