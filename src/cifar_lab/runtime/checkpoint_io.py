@@ -28,16 +28,12 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from cifar_lab.errors import CheckpointError
+from cifar_lab.errors import CheckpointError, one_line
 from cifar_lab.runtime.io import atomic_write_bytes
 from cifar_lab.training.timing import DeviceClock
 
 RUN_MARKER = "<run>"
 _RUN_DIR_KEY = "cifar_lab_run_dir"  # the run folder, relative to the checkpoint's folder
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _refused_global(exc: BaseException) -> str | None:
@@ -61,7 +57,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
-            f"checkpoint '{path}' is truncated or corrupt ({_one_line(exc)[:200]}); use another "
+            f"checkpoint '{path}' is truncated or corrupt ({one_line(exc, limit=200)}); use another "
             f"checkpoint (e.g. checkpoints/last.ckpt) or start fresh"
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):

@@ -22,7 +22,7 @@ from cifar_lab.config import (  # also registers the cifar_lab.* resolvers
     typed_keys,
     validate_data_config,
 )
-from cifar_lab.errors import CheckpointError, CifarLabError, ConfigError
+from cifar_lab.errors import CheckpointError, CifarLabError, ConfigError, print_error
 from cifar_lab.tasks.train import config_dir
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,7 @@ def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except CifarLabError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print_error(err))
 
 
 if __name__ == "__main__":

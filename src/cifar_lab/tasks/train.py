@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cifar_lab.config import validate_config
-from cifar_lab.errors import CifarLabError
+from cifar_lab.errors import CifarLabError, print_error
 from cifar_lab.runtime.logs import display_path
 from cifar_lab.training.failures import (
     DiskFullError,
@@ -187,8 +187,7 @@ def main(cfg: DictConfig) -> float | None:
         if _is_multirun():
             log.error("error: %s", err)
             return math.nan  # one bad job must not end the sweep
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print_error(err))
     except Exception:
         if not _is_multirun():
             raise

@@ -20,7 +20,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from cifar_lab.errors import CifarLabError
+from cifar_lab.errors import CifarLabError, print_error
 from cifar_lab.search.study import TRIAL_KEY  # no Optuna import: Hydra scans this module at start-up
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,7 @@ class OptunaSweeper(Sweeper):
         try:
             self._sweep(arguments)
         except CifarLabError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(print_error(err))
 
     def _sweep(self, arguments: Sequence[str]) -> None:
         from cifar_lab.search import SearchConfigError, require_optuna
