@@ -298,3 +298,18 @@ def test_a_cut_checkpoint_is_one_short_line_at_every_entry_point(tmp_path, tiny_
     line = _one_short_error_line(result, str(cut), tmp_path)
     assert "is truncated or corrupt" in line
     assert not (tmp_path / "other" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("name", ["data.tar.gz", "data.zip"])
+def test_a_file_that_is_not_an_archive_is_one_short_line(tmp_path, name):
+    (tmp_path / name).write_bytes(b"this is no archive")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), "data=folder", f"data.path={name}", "hydra.run.dir=run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = _one_short_error_line(result, f"'{name}'", tmp_path)
+    assert "could not read archive" in line and "download or create it again" in line
+    assert _outputs(tmp_path / "run") == set()

@@ -305,9 +305,12 @@ class _Container:
 
     def _corrupt(self, exc: BaseException) -> DataError:
         return DataError(
-            f"could not read archive '{self.path}' ({one_line(exc)}); it is truncated or "
+            f"could not read archive '{self.path}' ({self._reason(exc)}); it is truncated or "
             f"corrupt: download or create it again"
         )
+
+    def _reason(self, exc: BaseException) -> str:
+        return one_line(exc)
 
 
 class _FolderContainer(_Container):
@@ -340,6 +343,12 @@ class _TarContainer(_Container):
 
     def close(self) -> None:
         self.tar.close()
+
+    def _reason(self, exc: BaseException) -> str:
+        # tarfile.open(mode="r:*") lists each of its four failed attempts (gz, bz2, xz, plain)
+        if isinstance(exc, tarfile.ReadError) and str(exc).startswith("file could not be opened"):
+            return "not a tar file, plain or compressed with gzip, bz2 or xz"
+        return super()._reason(exc)
 
     def listing(self) -> tuple[list[str], list[str]]:
         try:
