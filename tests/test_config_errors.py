@@ -253,6 +253,18 @@ def test_eval_refuses_typed_data_settings_it_takes_from_the_checkpoint(tmp_path)
             ["hparams_search=optuna", "hydra.sweeper.n_trials=0"],
             "error: hydra.sweeper.n_trials=0 must be a positive integer (trials to run in this launch)",
         ),
+        (
+            "train.py",
+            ["hparams_search=optuna", "optimizer.lr=interval(1.0)"],
+            "error: cannot read 'optimizer.lr=interval(1.0)' ('interval(1.0)': missing a required argument: "
+            "'end'); see https://hydra.cc/docs/advanced/override_grammar/basic/",
+        ),
+        (
+            "eval.py",
+            ["ckpt_path=last.ckpt", "data.batch_size=choice()"],
+            "error: cannot read 'data.batch_size=choice()' ('choice()': empty choice is not legal); "
+            "see https://hydra.cc/docs/advanced/override_grammar/basic/",
+        ),
     ],
 )
 def test_a_search_of_no_trials_or_an_unreadable_override_is_one_short_line(tmp_path, script, args, message):

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from cifar_lab.config import validate_config
 from cifar_lab.errors import CifarLabError, print_error
+from cifar_lab.overrides import overrides_read_first
 from cifar_lab.runtime.logs import display_path
 from cifar_lab.training.failures import (
     DiskFullError,
@@ -167,6 +168,7 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+@overrides_read_first
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """`python train.py ...` and the `cifar-lab-train` console script."""
