@@ -29,6 +29,7 @@ def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -245,6 +246,7 @@ def test_eval_refuses_typed_data_settings_it_takes_from_the_checkpoint(tmp_path)
 
 
 # -- point 9, still: a search that runs nothing, an override Hydra cannot read ----------------------
+@pytest.mark.floors
 @pytest.mark.parametrize(
     ("script", "args", "message"),
     [
