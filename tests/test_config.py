@@ -20,6 +20,7 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v))
 def test_every_group_option_composes_and_validates(make_cfg, tmp_path, group, option):
     extra = [f"data.path={tmp_path}"] if (group, option) == ("data", "folder") else []
@@ -27,6 +28,7 @@ def test_every_group_option_composes_and_validates(make_cfg, tmp_path, group, op
     validate_config(cfg)
 
 
+@pytest.mark.floors
 def test_defaults_are_the_documented_ones(make_cfg):
     cfg = make_cfg(fast=False)
     choices = cfg.hydra.runtime.choices

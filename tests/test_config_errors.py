@@ -29,6 +29,7 @@ def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -247,3 +248,38 @@ def test_eval_refuses_typed_data_settings_it_takes_from_the_checkpoint(tmp_path)
         "error: data.mean=[0.5, 0.5, 0.5] would be ignored: eval normalizes with the mean and std the checkpoint "
         "was trained with; drop data.mean"
     ]
+
+
+# -- point 9, still: a search that runs nothing, an override Hydra cannot read ----------------------
+@pytest.mark.floors
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        (
+            "train.py",
+            ["hparams_search=optuna", "hydra.sweeper.n_trials=0"],
+            "error: hydra.sweeper.n_trials=0 must be a positive integer (trials to run in this launch)",
+        ),
+        (
+            "train.py",
+            ["hparams_search=optuna", "optimizer.lr=interval(1.0)"],
+            "error: cannot read 'optimizer.lr=interval(1.0)' ('interval(1.0)': missing a required argument: "
+            "'end'); see https://hydra.cc/docs/advanced/override_grammar/basic/",
+        ),
+        (
+            "eval.py",
+            ["ckpt_path=last.ckpt", "data.batch_size=choice()"],
+            "error: cannot read 'data.batch_size=choice()' ('choice()': empty choice is not legal); "
+            "see https://hydra.cc/docs/advanced/override_grammar/basic/",
+        ),
+    ],
+)
+def test_a_search_of_no_trials_or_an_unreadable_override_is_one_short_line(tmp_path, script, args, message):
+    """Not exit 0 after running nothing, nor Hydra's three-line parse error with exit 1."""
+    result = _run(script, *args, cwd=tmp_path, importtime=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if not line.startswith("import time:")] == [message] and len(message) < 200
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    assert "cifar_lab" in imported and not imported & HEAVY, sorted(imported & HEAVY)
+    assert not (tmp_path / "out").exists()  # no run or sweep folder

@@ -64,6 +64,7 @@ def test_callback_keeps_only_the_most_confident_mistakes():
 
 
 # -- eval ----------------------------------------------------------------------------------------
+@pytest.mark.floors
 def test_eval_reproduces_the_training_test_score(small_multirun, tmp_path):
     job = _job(small_multirun, 1)
     ckpt = next((job / "checkpoints").glob("epoch*.ckpt"))  # test_ckpt=best scored this one
@@ -191,6 +192,7 @@ def _test_images(folder: Path, seed: int, per_class: int = 2) -> list[tuple[Path
     return files
 
 
+@pytest.mark.floors
 def test_predict_classifies_image_files_of_any_size(small_multirun, tmp_path, capsys):
     ckpt = _job(small_multirun, 0) / "checkpoints" / "last.ckpt"
     files = _test_images(tmp_path, seed=0)

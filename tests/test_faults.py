@@ -256,3 +256,63 @@ def test_corrupt_cache_is_rebuilt_in_a_training_run(make_cfg, tmp_path):
     summary = train(cfg)
     assert summary["status"] == "completed"
     assert caches[0].stat().st_size > 200  # rebuilt
+
+
+# -- point 9, still: a cut checkpoint or a non-archive is one short line, at every entry point --------
+def _one_short_error_line(result: subprocess.CompletedProcess, value: str, tmp_path: Path) -> str:
+    """The command's whole stderr is one ``error:`` line naming ``value``, exit status 2; the
+    line is short (<200 characters) but for the test's own temp folder, which is the user's path."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert value in lines[0]
+    assert len(lines[0].replace(str(tmp_path), "<tmp>")) < 200, lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("entry", "kept"),
+    [
+        # torch fails in two ways, by where the cut falls: "[Errno 22] Invalid argument", or a
+        # 250-character paragraph on its zip reader (in this small file: the last tenth cut off)
+        ("train ckpt_path", 0.5),
+        ("train ckpt_path", 0.9),
+        ("train resume=latest", 0.9),
+        ("eval", 0.9),
+        ("predict", 0.9),
+    ],
+)
+def test_a_cut_checkpoint_is_one_short_line_at_every_entry_point(tmp_path, tiny_checkpoint, entry, kept):
+    from PIL import Image
+
+    run_dir = tmp_path / "run"
+    cut = run_dir / "checkpoints" / "last.ckpt"
+    cut.parent.mkdir(parents=True)
+    cut.write_bytes(tiny_checkpoint.read_bytes()[: int(tiny_checkpoint.stat().st_size * kept)])
+    Image.new("RGB", (32, 32)).save(tmp_path / "cat.png")
+    train = [sys.executable, str(REPO_ROOT / "train.py"), "data=synthetic", "trainer=cpu"]
+    command = {
+        "train ckpt_path": [*train, f"ckpt_path={cut}", f"hydra.run.dir={tmp_path / 'other'}"],
+        "train resume=latest": [*train, "resume=latest", f"hydra.run.dir={run_dir}"],
+        "eval": [sys.executable, str(REPO_ROOT / "eval.py"), f"ckpt_path={cut}", f"hydra.run.dir={tmp_path / 'other'}"],
+        "predict": [sys.executable, "-m", "cifar_lab.tasks.cli", "predict", "--ckpt", str(cut), "cat.png"],
+    }[entry]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    line = _one_short_error_line(result, str(cut), tmp_path)
+    assert "is truncated or corrupt" in line
+    assert not (tmp_path / "other" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("name", ["data.tar.gz", "data.zip"])
+def test_a_file_that_is_not_an_archive_is_one_short_line(tmp_path, name):
+    (tmp_path / name).write_bytes(b"this is no archive")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), "data=folder", f"data.path={name}", "hydra.run.dir=run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = _one_short_error_line(result, f"'{name}'", tmp_path)
+    assert "could not read archive" in line and "download or create it again" in line
+    assert _outputs(tmp_path / "run") == set()

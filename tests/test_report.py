@@ -31,6 +31,7 @@ def _add_job(sweep: Path, name: str, overrides: list[str], metrics: dict | None)
         (job / "metrics.json").write_text(json.dumps(metrics))
 
 
+@pytest.mark.floors
 def test_report_of_a_multirun_with_failed_jobs(small_multirun, tmp_path, capsys):
     sweep = _copy_without_checkpoints(small_multirun, tmp_path / "sweep")
     base = (sweep / "0" / ".hydra" / "overrides.yaml").read_text().splitlines()

@@ -212,6 +212,7 @@ def test_loader_state_skips_the_batches_already_trained():
     assert [y.tolist() for _, y in resumed] == full  # the skip applies to one iteration only
 
 
+@pytest.mark.floors
 def test_a_run_with_ema_and_batch_mixing_resumes_exactly(tmp_path, monkeypatch):
     """The EMA's average (Lightning's EMAWeightAveraging state in the checkpoint) and MixUp/CutMix's
     draws (the global RNG, which the checkpoint carries) continue as if never interrupted."""

@@ -25,6 +25,7 @@ D = optuna.distributions
 
 
 # -- the search space ------------------------------------------------------------------------
+@pytest.mark.floors
 @pytest.mark.parametrize(
     "text, expected, sample, override",
     [
@@ -160,6 +161,7 @@ def test_nan_and_crashed_trials_are_fail_and_the_study_goes_on(tmp_path):
     assert all("data=synthetic" in jobs[0] for _, jobs in launcher.launches)
 
 
+@pytest.mark.floors
 def test_a_rerun_continues_the_study_and_its_trial_numbers(tmp_path):
     first, _ = _sweeper(tmp_path, lambda n, o: 0.1 * n, n_trials=2)
     first.sweep([])
@@ -213,6 +215,7 @@ def _check_pruned_study(sweep: Path) -> None:
         assert "test/acc" not in metrics  # a pruned trial gets no test pass
 
 
+@pytest.mark.floors
 def test_pruning_stops_trials_early_in_process(tmp_path):
     result = subprocess.run(
         SEARCH + [f"paths.log_dir={tmp_path}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
@@ -221,6 +224,7 @@ def test_pruning_stops_trials_early_in_process(tmp_path):
     _check_pruned_study(tmp_path / "optuna" / "train")
 
 
+@pytest.mark.floors
 def test_pruning_works_through_a_subprocess_launcher(tmp_path):
     """submitit's local launcher runs each job in its own process, as SLURM does: the job
     reaches its trial through the sqlite storage, from a relative path."""
@@ -239,6 +243,7 @@ def test_pruning_works_through_a_subprocess_launcher(tmp_path):
 
 
 # -- the report of a search --------------------------------------------------------------------
+@pytest.mark.floors
 def test_report_of_a_search_sorts_trials_and_keeps_pruned_apart(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(

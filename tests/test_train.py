@@ -30,6 +30,7 @@ def test_every_model_runs_fast_dev_run_on_cpu(make_cfg, tmp_path, model):
     assert json.loads((tmp_path / "metrics.json").read_text())["params"] == summary["params"]
 
 
+@pytest.mark.floors
 def test_short_run_learns_and_writes_every_output(make_cfg, tmp_path):
     cfg = make_cfg("model=seed_cnn", "trainer.max_epochs=3", "optimizer.lr=0.05")
     summary = train(cfg)
@@ -95,6 +96,7 @@ def test_csv_logger_and_cosine_adamw(make_cfg, tmp_path):
     assert summary["test/acc"] > 0.2
 
 
+@pytest.mark.floors
 def test_metrics_match_a_hand_computation():
     """accuracy and macro one-vs-rest AUROC of fixed logits, against sums done by hand."""
     from cifar_lab.training.module import ImageClassifier

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from cifar_lab.errors import ConfigError
+from cifar_lab.errors import ConfigError, one_line
 
 # the views of cifar_lab.recipes.tta.tta_logits; here, so the config is checked before torch loads
 TTA_LEVELS = (0, 1, 2)
@@ -152,7 +152,7 @@ def instantiate_at(key: str, node: Any, **kwargs: Any) -> Any:
         inner = next((line[len("full_key: ") :] for line in lines if line.startswith("full_key: ")), "")
         where = f"{key}.{inner}" if inner else key
         if isinstance(cause, (ValueError, TypeError)) or type(cause).__name__ == "MisconfigurationException":
-            message = " ".join(str(cause).split()) or type(cause).__name__
+            message = one_line(cause, limit=None)  # a constructor's own words: its fix too
         elif isinstance(cause, ImportError) or lines[0].startswith("Error locating target"):
             message = lines[0].split(", set env var HYDRA_FULL_ERROR")[0]
         else:

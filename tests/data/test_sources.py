@@ -54,6 +54,7 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 # ---- folder / archive sources: formats --------------------------------------------------------
 
 
+@pytest.mark.floors
 def test_every_container_loads_with_correct_labels(any_source: Path, cache_dir: Path, kit) -> None:
     arrays = ImageFolderSource(str(any_source), cache_dir=str(cache_dir)).load()
     assert arrays.classes == ("cat", "dog", "frog")
@@ -106,6 +107,7 @@ def test_modes_and_sizes_are_normalised(make_tree, cache_dir: Path) -> None:
     assert np.abs(arrays.train_images.astype(int) - 100).max() <= 2
 
 
+@pytest.mark.floors
 def test_mismatched_sizes_are_resized_with_one_warning(files, kit, make_tree, cache_dir, caplog) -> None:
     files["train/cat/big.png"] = kit.image_bytes(kit.CLASS_COLORS["cat"], size=(64, 48))
     files["test/dog/small.jpg"] = kit.image_bytes(kit.CLASS_COLORS["dog"], size=(20, 20), fmt="JPEG")
@@ -158,6 +160,7 @@ def test_error_unsupported_file(tmp_path: Path, cache_dir: Path, name: str) -> N
     assert "neither a folder nor a supported archive" in message and ".tar.gz" in message
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".zip"])
 def test_error_truncated_archive(files, kit, tmp_path: Path, cache_dir: Path, suffix: str) -> None:
     archive = kit.pack(files, tmp_path / f"data{suffix}")
@@ -322,6 +325,7 @@ def test_image_size_is_part_of_the_cache_key(image_tree: Path, cache_dir: Path) 
     assert small.train_images.shape[1] == 16
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte", "garbage", "wrong_keys", "bad_labels"])
 def test_corrupt_cache_is_rebuilt_with_a_warning(image_tree, cache_dir, caplog, damage: str) -> None:
     source = ImageFolderSource(str(image_tree), cache_dir=str(cache_dir))

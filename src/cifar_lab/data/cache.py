@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_lab.data.arrays import ImageArrays
-from cifar_lab.errors import DataError
+from cifar_lab.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def load_arrays(path: Path) -> ImageArrays | None:
         return _read(path)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         # DataError (a failed ImageArrays check) is a ValueError too.
-        log.warning("data cache '%s' is unreadable (%s); deleting it and decoding again", path, _one_line(exc))
+        log.warning("data cache '%s' is unreadable (%s); deleting it and decoding again", path, one_line(exc))
         _remove(path)
         return None
 
@@ -146,7 +146,3 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("could not delete '%s' (%s)", path, exc)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -32,7 +32,7 @@ from cifar_lab.data.cache import (
     save_arrays,
     source_fingerprint,
 )
-from cifar_lab.errors import DataError
+from cifar_lab.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class TorchvisionCIFAR10:
     def _error(self, exc: BaseException, download: bool) -> DataError:
         offline = f"without network, use a local copy: data=folder data.path=PATH ({_LAYOUT_HINT})"
         if download:
-            reason = _one_line(getattr(exc, "reason", None) or exc)
+            reason = one_line(getattr(exc, "reason", None) or exc)
             return DataError(f"could not download CIFAR-10 into '{self.root}' ({reason}); {offline}")
         return DataError(
             f"CIFAR-10 is not in '{self.root}' (or is corrupt) and download is off; "
@@ -213,7 +213,7 @@ def _decode_all(
             array, size = decode_image(data, image_size)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             # PIL's own message for an unknown format names a BytesIO object, not the file.
-            reason = "unknown format" if isinstance(exc, UnidentifiedImageError) else _one_line(exc)
+            reason = "unknown format" if isinstance(exc, UnidentifiedImageError) else one_line(exc)
             raise DataError(
                 f"'{name}' in '{layout.source}' is not a readable image ({reason}); delete or replace it"
             ) from exc
@@ -277,10 +277,6 @@ def _ignored(name: str) -> bool:
     return name.startswith(".") or name in _IGNORED_NAMES
 
 
-def _one_line(exc: object) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 # ---- containers: the same listing/reading interface over a folder, a tar and a zip ---------
 
 
@@ -309,9 +305,12 @@ class _Container:
 
     def _corrupt(self, exc: BaseException) -> DataError:
         return DataError(
-            f"could not read archive '{self.path}' ({_one_line(exc)}); it is truncated or "
+            f"could not read archive '{self.path}' ({self._reason(exc)}); it is truncated or "
             f"corrupt: download or create it again"
         )
+
+    def _reason(self, exc: BaseException) -> str:
+        return one_line(exc)
 
 
 class _FolderContainer(_Container):
@@ -328,7 +327,7 @@ class _FolderContainer(_Container):
             try:
                 data = (self.path / name).read_bytes()
             except OSError as exc:
-                raise DataError(f"could not read '{self.path / name}' ({_one_line(exc)})") from exc
+                raise DataError(f"could not read '{self.path / name}' ({one_line(exc)})") from exc
             yield name, data
 
 
@@ -344,6 +343,12 @@ class _TarContainer(_Container):
 
     def close(self) -> None:
         self.tar.close()
+
+    def _reason(self, exc: BaseException) -> str:
+        # tarfile.open(mode="r:*") lists each of its four failed attempts (gz, bz2, xz, plain)
+        if isinstance(exc, tarfile.ReadError) and str(exc).startswith("file could not be opened"):
+            return "not a tar file, plain or compressed with gzip, bz2 or xz"
+        return super()._reason(exc)
 
     def listing(self) -> tuple[list[str], list[str]]:
         try:

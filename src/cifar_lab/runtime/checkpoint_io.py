@@ -36,13 +36,18 @@ RUN_MARKER = "<run>"
 _RUN_DIR_KEY = "cifar_lab_run_dir"  # the run folder, relative to the checkpoint's folder
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _refused_global(exc: BaseException) -> str | None:
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc)) or re.search(r"GLOBAL ([\w.]+)", str(exc))
     return match.group(1) if match else None
+
+
+def _corrupt(path: Path) -> CheckpointError:
+    """torch's own text (a paragraph about its zip reader, or "[Errno 22] Invalid argument")
+    says nothing a user can act on: the line says what the file is and what to use instead."""
+    return CheckpointError(
+        f"checkpoint '{path}' is truncated or corrupt (not a whole torch checkpoint file); "
+        f"use another one (e.g. checkpoints/last.ckpt) or start fresh"
+    )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -59,11 +64,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"{f'({what}) ' if what else ''}outside the weights-only allow-list (tensors, numbers, "
             f"strings, lists, dicts), and unpickling it could run code; use checkpoints written by cifar_lab"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"checkpoint '{path}' is truncated or corrupt ({_one_line(exc)[:200]}); use another "
-            f"checkpoint (e.g. checkpoints/last.ckpt) or start fresh"
-        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
+        raise _corrupt(path) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint '{path}' is not a Lightning training checkpoint (no state_dict)")
     bad = [k for k, v in checkpoint["state_dict"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cifar_lab.errors import ConfigError
+from cifar_lab.overrides import parse_override
 from cifar_lab.search import SearchConfigError, require_optuna
 
 SYNTAX = "interval(LOW, HIGH), tag(log, interval(LOW, HIGH)), choice(A, B, ...) or range(START, STOP, STEP)"
@@ -53,14 +55,10 @@ class SearchSpace:
 
 
 def _parse(line: str, where: str) -> Any:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     try:
-        return OverridesParser.create().parse_overrides([line])[0]
-    except OverrideParseException as err:
-        reason = " ".join(str(err).split())[:200]
-        raise SearchConfigError(f"{where}: cannot read '{line}' ({reason}); write {SYNTAX}") from None
+        return parse_override(line)
+    except ConfigError as err:
+        raise SearchConfigError(f"{where}: {err}; write {SYNTAX}") from None
 
 
 def _distribution(override: Any, where: str) -> tuple[Any, tuple[tuple[Any, str], ...]]:

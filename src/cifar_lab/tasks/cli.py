@@ -11,9 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from cifar_lab.errors import CifarLabError
-
-EXIT_USAGE = 2
+from cifar_lab.errors import CifarLabError, print_error
 
 
 def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -21,8 +19,7 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
     try:
         return command(args)
     except CifarLabError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return print_error(err)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -22,7 +22,8 @@ from cifar_lab.config import (  # also registers the cifar_lab.* resolvers
     typed_keys,
     validate_data_config,
 )
-from cifar_lab.errors import CheckpointError, CifarLabError, ConfigError
+from cifar_lab.errors import CheckpointError, CifarLabError, ConfigError, print_error
+from cifar_lab.overrides import overrides_read_first
 from cifar_lab.tasks.train import config_dir
 
 log = logging.getLogger(__name__)
@@ -181,14 +182,14 @@ def _write_outputs(
         logger.finalize("success")
 
 
+@overrides_read_first
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
     """`python eval.py ckpt_path=...` and `python -m cifar_lab.tasks.eval ckpt_path=...`."""
     try:
         evaluate(cfg)
     except CifarLabError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print_error(err))
 
 
 if __name__ == "__main__":

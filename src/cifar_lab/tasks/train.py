@@ -20,7 +20,8 @@ import hydra
 from omegaconf import DictConfig
 
 from cifar_lab.config import validate_config
-from cifar_lab.errors import CifarLabError
+from cifar_lab.errors import CifarLabError, print_error
+from cifar_lab.overrides import overrides_read_first
 from cifar_lab.runtime.logs import display_path
 from cifar_lab.training.failures import (
     DiskFullError,
@@ -169,6 +170,7 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+@overrides_read_first
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """`python train.py ...` and the `cifar-lab-train` console script."""
@@ -189,8 +191,7 @@ def main(cfg: DictConfig) -> float | None:
         if _is_multirun():
             log.error("error: %s", err)
             return math.nan  # one bad job must not end the sweep
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print_error(err))
     except Exception:
         if not _is_multirun():
             raise

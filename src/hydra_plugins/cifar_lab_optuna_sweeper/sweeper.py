@@ -20,7 +20,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from cifar_lab.errors import CifarLabError
+from cifar_lab.errors import CifarLabError, print_error
 from cifar_lab.search.study import TRIAL_KEY  # no Optuna import: Hydra scans this module at start-up
 
 log = logging.getLogger(__name__)
@@ -63,27 +63,23 @@ class OptunaSweeper(Sweeper):
         try:
             self._sweep(arguments)
         except CifarLabError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(print_error(err))
 
     def _sweep(self, arguments: Sequence[str]) -> None:
         from cifar_lab.search import SearchConfigError, require_optuna
         from cifar_lab.search.space import parse_space
         from cifar_lab.search.study import make_pruner, make_sampler, n_trials, open_storage, storage_url
 
-        optuna = require_optuna()
         if self.direction not in ("maximize", "minimize"):
             raise SearchConfigError(f"hydra.sweeper.direction={self.direction!r}: write maximize or minimize")
-        if (
-            not isinstance(self.n_trials, int)
-            or self.n_trials < 0
-            or not isinstance(self.n_jobs, int)
-            or self.n_jobs < 1
-        ):
-            raise SearchConfigError(
-                f"hydra.sweeper.n_trials={self.n_trials!r} and n_jobs={self.n_jobs!r} "
-                f"must be integers, n_trials >= 0 and n_jobs >= 1"
-            )
+        counts = (
+            ("n_trials", self.n_trials, "trials to run in this launch"),
+            ("n_jobs", self.n_jobs, "trials at once"),
+        )
+        for key, value, what in counts:
+            if type(value) is not int or value < 1:  # n_trials=0 would run nothing and exit 0
+                raise SearchConfigError(f"hydra.sweeper.{key}={value!r} must be a positive integer ({what})")
+        optuna = require_optuna()  # after the checks of plain values, which need no Optuna
         space = parse_space(self.params, arguments)
         storage = open_storage(storage_url(self.storage, Path.cwd()))
         done = n_trials(storage, self.study_name)
