@@ -45,6 +45,11 @@ def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
             "error: module.ema_decay=1.5 must be in (0, 1), e.g. 0.999 (per step), or null (no EMA)",
         ),
         (
+            "+trainer.accumulate_grad_batches=4",
+            "error: trainer.accumulate_grad_batches=4 is not supported (schedules, fractional epochs, decoupled lr "
+            "and images/s count batches as steps): raise data.batch_size or trainer.devices instead",
+        ),
+        (
             "module.compile=fast",
             "error: module.compile='fast' must be false, true or a torch.compile mode: default, reduce-overhead, "
             "max-autotune, max-autotune-no-cudagraphs",

@@ -553,6 +553,12 @@ def _validate_trainer(cfg: DictConfig) -> None:
     _require(test_ckpt in TEST_CKPT, f"test_ckpt={test_ckpt!r} must be 'best' or 'last'")
     device_count(_get(cfg, "trainer.devices", 1))
     node_count(_get(cfg, "trainer.num_nodes", 1))
+    accumulate = _get(cfg, "trainer.accumulate_grad_batches", 1)
+    _require(  # refused rather than miscounted: every step count here is a batch count
+        accumulate == 1 and not isinstance(accumulate, bool),
+        f"trainer.accumulate_grad_batches={_plain(accumulate)!r} is not supported (schedules, fractional epochs, "
+        f"decoupled lr and images/s count batches as steps): raise data.batch_size or trainer.devices instead",
+    )
     threads = _get(cfg, "cpu_threads", None)
     _require(
         threads is None or (_is_int(threads) and threads > 0),
