@@ -98,3 +98,22 @@ def test_each_ddp_rank_scores_its_share_of_validation_and_test(monkeypatch):
     dm.trainer = SimpleNamespace(global_rank=0, world_size=501, strategy=cpu)
     with pytest.raises(ConfigError, match="data.val_size has 500 images, fewer than the 501 devices"):
         dm.val_dataloader()
+
+
+def test_channel_stats_equal_the_float64_ones_without_a_float_copy_of_the_split():
+    """The normalization statistics come from per-channel histograms: the float64 mean and std of
+    the whole split to float32 precision, while allocating a fraction of one float copy."""
+    import tracemalloc
+
+    from cifar_lab.data.datamodule import channel_stats
+
+    images = np.random.default_rng(0).integers(0, 256, size=(3001, 32, 32, 3), dtype=np.uint8)
+    images[:, :, :, 2] //= 3  # channels that differ
+    pixels = torch.from_numpy(images).reshape(-1, 3).double() / 255.0
+    tracemalloc.start()
+    mean, std = channel_stats(images, chunk=128)  # memory by the chunk (~38 MB at the default 1024), not the split
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert torch.equal(torch.as_tensor(mean, dtype=torch.float32), pixels.mean(0).float())
+    assert torch.equal(torch.as_tensor(std, dtype=torch.float32), pixels.std(0).float())
+    assert peak < pixels.numel() * 8 / 5  # a float64 copy is numel * 8 bytes
