@@ -11,10 +11,15 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 CIFAR_LAB_CACHE_DIR=/tmp
 DATA=$PWD/.devdata/cifar10-jpeg.tar.gz
 COMMON="data=folder data.path=$DATA trainer=gpu logger=none"
 # in order of value for a short loan: the large-model recipe against its reference first
-PARTS=${PARTS:-resnet18,wrn16_8,wide,speed94,sweep,speed96,seed}  # which parts to run, e.g. PARTS=speed94,sweep
+PARTS=${PARTS:-faults,resnet18,wrn16_8,wide,speed94,sweep,speed96,seed}  # which parts to run, e.g. PARTS=speed94,sweep
 has() { [[ ",$PARTS," == *",$1,"* ]]; }
 # cpu90 candidates: "widths batch epochs" (epochs chosen so each takes ~560 s on 2 CPU cores)
 CANDIDATES=${CANDIDATES:-"[64,192,192] 256 8.5; [48,160,160] 256 11.5; [64,256,256] 256 6.4; [64,128,256] 256 10; [64,256,256] 1024 6; [32,128,128] 256 17; [64,192,192] 512 8.5"}
+
+# 00) the long-run checks that need CUDA (benchmarks/gpu_faults.py: the shard order is the CPU one,
+#     the warm-up restores the CUDA RNG, module.compile with a mode trains): about two minutes
+has faults && timeout ${FAULTS_TIMEOUT:-240} python3 benchmarks/gpu_faults.py --data $DATA --cache-dir /tmp/cifar_lab_cache \
+  2>&1 | tee "$OUT/faults.log"
 
 # 0) experiment=resnet18 at its default length (26 epochs) side by side with the plain-PyTorch
 #    reference loop of the same recipe (benchmarks/reference_resnet18.py), same data, one seed each
