@@ -90,6 +90,15 @@ def test_without_validation_tests_final_weights(make_cfg, tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_last_ckpt_holds_the_last_step_after_a_last_epoch_with_no_new_best(make_cfg, tmp_path):
+    """With the lr at ~0 the second epoch's val/acc equals the first's: no new best, so Lightning
+    2.6 alone would leave last.ckpt at epoch 0 (it rewrites it only beside a top-k save)."""
+    summary = train(make_cfg("model=seed_cnn", "trainer.max_epochs=2", "optimizer.lr=1e-12", "scheduler=none"))
+    best = torch.load(tmp_path / "checkpoints" / "epoch000.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert best["global_step"] < last["global_step"] == summary["steps"]
+
+
 def test_csv_logger_and_cosine_adamw(make_cfg, tmp_path):
     summary = train(make_cfg("model=seed_cnn", "logger=csv", "optimizer=adamw", "scheduler=cosine"))
     assert (tmp_path / "csv" / "metrics.csv").is_file()

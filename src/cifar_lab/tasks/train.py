@@ -108,9 +108,16 @@ def _fit(run: TrainingRun) -> None:
     if signum is not None:  # signalled after the last training step: keep the finished state
         trainer.save_checkpoint(checkpoints / "resume.ckpt")
         raise Preempted(signum)
-    if not any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks):
+    savers = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    if not savers:
         # lean recipes (callbacks=none) save nothing per epoch: keep the final weights
         trainer.save_checkpoint(checkpoints / "last.ckpt")
+    for saver in (c for c in savers if c.save_last is True and c.dirpath):
+        # Lightning 2.6 rewrites last.ckpt only at an epoch that saves a top-k one too: after a
+        # last epoch with no new best, last.ckpt would still hold an earlier epoch's weights
+        last = Path(saver.dirpath) / f"{saver.CHECKPOINT_NAME_LAST}{saver.FILE_EXTENSION}"
+        trainer.save_checkpoint(last)
+        saver.last_model_path = str(last)
 
 
 def _test(run: TrainingRun) -> tuple[dict[str, float], float]:
