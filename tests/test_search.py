@@ -215,7 +215,6 @@ def _check_pruned_study(sweep: Path) -> None:
         assert "test/acc" not in metrics  # a pruned trial gets no test pass
 
 
-@pytest.mark.floors
 def test_pruning_stops_trials_early_in_process(tmp_path):
     result = subprocess.run(
         SEARCH + [f"paths.log_dir={tmp_path}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300

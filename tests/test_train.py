@@ -191,6 +191,7 @@ def test_real_data_one_short_epoch_beats_chance_clearly(make_cfg, tmp_path):
         "data=folder",
         f"data.path={SHARED_ARCHIVE}",
         "model=fast",
+        "model.widths=[32,64,64]",  # a quarter of the width: this test checks the data path, not the net
         "data.val_size=0",
         "trainer.limit_train_batches=20",
         "logger=none",
