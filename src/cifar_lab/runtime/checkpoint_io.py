@@ -64,6 +64,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"{f'({what}) ' if what else ''}outside the weights-only allow-list (tensors, numbers, "
             f"strings, lists, dicts), and unpickling it could run code; use checkpoints written by cifar_lab"
         ) from None
+    except PermissionError as exc:  # an OSError, but not a sign of a cut file
+        raise CheckpointError(f"cannot read checkpoint '{path}' ({exc.strerror}): check its permissions") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
         raise _corrupt(path) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
