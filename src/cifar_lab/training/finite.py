@@ -23,9 +23,10 @@ class FiniteLossGuard(pl.Callback):
     checkpoint of diverged weights is written. Every training run has one (``training.build.build_tricks``).
 
     The first bad step and its loss are kept on the device (tensor ops only: no sync per step)
-    and read every step on the CPU, every :data:`~cifar_lab.training.loop.SYNC_EVERY` steps elsewhere, at each epoch's
-    and the run's last step, and before every checkpoint (:func:`check_before_save`). So a run
-    stops at most ``SYNC_EVERY - 1`` steps after the bad one on a GPU, and never saves its weights.
+    and read every step on the CPU, every ``training.loop.SYNC_EVERY`` steps elsewhere, at each
+    epoch's and the run's last step, and before every checkpoint (:func:`check_before_save`). So
+    a run stops at most ``SYNC_EVERY - 1`` steps after the bad one on a GPU, and never saves its
+    weights.
     """
 
     def __init__(self) -> None:
