@@ -1,4 +1,4 @@
-"""`cifar-lab`: the tools around training (`report`, `predict`).
+"""`cifar-lab`: the tools around training (`report`, `predict`, `export`).
 
 Each subcommand lives in its own module and imports torch, rich or matplotlib only when it
 runs, so `cifar-lab --help` answers at once. A user's mistake (a missing path, a foreign
@@ -26,7 +26,7 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cifar_lab.tasks import predict, report
+    from cifar_lab.tasks import export, predict, report
 
     parser = argparse.ArgumentParser(prog="cifar-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser = sub.add_parser("predict", help="classify image files with a trained checkpoint")
     predict.add_arguments(predict_parser)
     predict_parser.set_defaults(func=predict.run)
+    export_parser = sub.add_parser("export", help="a checkpoint as an ONNX or TorchScript file that takes raw images")
+    export.add_arguments(export_parser)
+    export_parser.set_defaults(func=export.run)
     return parser
 
 
