@@ -1,1 +1,1 @@
-"""The user-facing tasks: train, eval, predict, report, and the `cifar-lab` command."""
+"""The user-facing tasks: train, eval, predict, report, export, and the `cifar-lab` command."""

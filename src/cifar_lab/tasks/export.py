@@ -159,7 +159,7 @@ def _metadata(fmt: str, ckpt: Path, loaded, input_dtype: str, tta_level: int) ->
         },
         "mean": loaded.mean,
         "std": loaded.std,
-        "normalization": "inside the graph: (x / 255 - mean) / std" if input_dtype == "uint8" else "(x - mean) / std",
+        "normalization": f"inside the graph: ({'x / 255' if input_dtype == 'uint8' else 'x'} - mean) / std",
         "tta_level": tta_level,
         "model": (loaded.raw["cifar_lab"]["model_config"] or {}).get("_target_"),
         "source_checkpoint": str(ckpt.resolve()),
@@ -226,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     opset = f", opset {meta['opset']}" if "opset" in meta else ""
     print(
         f"wrote {exported.path} ({meta['format']}{opset}): "
-        f"{spec['dtype']} {spec['shape']} in {spec['range']} -> logits, probs over {len(meta['classes'])} classes, "
+        f"{spec['dtype']} ({', '.join(map(str, spec['shape']))}) in {spec['range']} -> logits, probs over "
+        f"{len(meta['classes'])} classes, "
         f"tta_level {meta['tta_level']}"
     )
     print(f"wrote {exported.metadata_path} (class names, input spec, mean/std, source checkpoint)")
