@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,15 @@ MODELS = {
 LOGIT_ATOL = 1e-4
 
 
+@dataclass
 class Scored:
     """A trained checkpoint, eval's result on its test split, and the raw NCHW test images."""
 
-    def __init__(self, ckpt: Path, summary: dict, logits: np.ndarray, labels: np.ndarray, images: np.ndarray):
-        self.ckpt, self.summary, self.logits, self.labels, self.images = ckpt, summary, logits, labels, images
+    ckpt: Path
+    summary: dict
+    logits: np.ndarray
+    labels: np.ndarray
+    images: np.ndarray
 
 
 def _train_and_score(name: str, tmp_path_factory: pytest.TempPathFactory) -> Scored:
