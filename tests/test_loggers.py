@@ -21,6 +21,8 @@ from tests.conftest import REPO_ROOT, TINY_RUN
 QUIET = ["+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]
 RUN = [*TINY_RUN, *QUIET, "trainer.max_epochs=1"]
 RESUMED = [*TINY_RUN, *QUIET, "resume=latest", "trainer.max_epochs=2"]
+# a small mistakes grid: drawing 32 images costs seconds
+LOGGERS = ["logger=[tensorboard,mlflow,wandb]", "callbacks.test_predictions.num_misclassified=4"]
 
 
 @pytest.fixture(autouse=True)
@@ -42,13 +44,27 @@ def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-# -- MLflow -------------------------------------------------------------------------------------
-def test_mlflow_gets_config_final_metrics_and_figures_and_a_resume_continues_its_run(make_cfg, tmp_path):
-    from mlflow import MlflowClient
-
-    first = train(make_cfg(*RUN, "logger=[tensorboard,mlflow]"))
-    second = train(make_cfg(*RESUMED, "logger=[tensorboard,mlflow]"))
+# -- MLflow and W&B, with TensorBoard beside them ----------------------------------------------
+def test_mlflow_and_wandb_get_config_final_metrics_and_figures_and_a_resume_continues_their_runs(make_cfg, tmp_path):
+    """One run, then a resume that trains a second epoch, logging to all three at once."""
+    first = train(make_cfg(*RUN, *LOGGERS))
+    second = train(make_cfg(*RESUMED, *LOGGERS))
     assert second["resumed"] and second["steps"] == 2 * first["steps"]
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)[RUN_IDS_KEY]
+    assert sorted(saved) == ["mlflow", "wandb"]  # TensorBoard's run is its folder
+
+    _check_mlflow(tmp_path, first, second, saved["mlflow"])
+    _check_wandb(tmp_path, first, second, saved["wandb"])
+    # TensorBoard beside them still gets its figures and hparams tab
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"test/confusion_matrix", "test/most_confident_mistakes"} <= set(events.Tags()["images"])
+
+
+def _check_mlflow(tmp_path: Path, first: dict, second: dict, saved: dict) -> None:
+    from mlflow import MlflowClient
 
     store = tmp_path / "mlflow" / "mlflow.db"  # the default: one store under paths.log_dir
     assert store.is_file()
@@ -58,8 +74,7 @@ def test_mlflow_gets_config_final_metrics_and_figures_and_a_resume_continues_its
     assert len(runs) == 1, "the resumed run must continue the same MLflow run"
     run = runs[0]
     assert run.info.run_name == tmp_path.name and run.info.status == "FINISHED"
-    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved[RUN_IDS_KEY] == {"mlflow": {"logger": "MLFlowLogger", "version": run.info.run_id}}
+    assert saved == {"logger": "MLFlowLogger", "version": run.info.run_id}
 
     # the config as params: first logged by the first run; what the resume changed, as tags
     params, tags = run.data.params, run.data.tags
@@ -81,15 +96,8 @@ def test_mlflow_gets_config_final_metrics_and_figures_and_a_resume_continues_its
     assert figures == {"test/confusion_matrix.png", "test/most_confident_mistakes.png"}
     assert run.info.artifact_uri.startswith((tmp_path / "mlflow" / "artifacts").as_uri())
 
-    # TensorBoard beside it still gets its figures and hparams tab
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    assert {"test/confusion_matrix", "test/most_confident_mistakes"} <= set(events.Tags()["images"])
-
-
-# -- W&B ----------------------------------------------------------------------------------------
+# -- reading W&B offline runs --------------------------------------------------------------------------
 def _records(path: Path) -> Iterator:
     """The records of a W&B run file (run-<id>.wandb): W&B's protobuf Records in LevelDB's log
     format (32 KiB blocks of chunks, each a 7-byte header: crc32, length, type) after a 7-byte header."""
@@ -134,25 +142,20 @@ def _offline_run(folder: Path) -> dict:
     return run
 
 
-def test_wandb_offline_gets_config_final_metrics_and_figures_and_a_resume_keeps_its_id(make_cfg, tmp_path):
-    first = train(make_cfg(*RUN, "logger=wandb"))
-    second = train(make_cfg(*RESUMED, "logger=wandb"))
-
+def _check_wandb(tmp_path: Path, first: dict, second: dict, saved: dict) -> None:
     folders = sorted((tmp_path / "wandb").glob("offline-run-*"))  # in the run folder, offline
     assert len(folders) == 2, folders  # W&B writes a resumed offline run as a second part
     runs = [_offline_run(folder) for folder in folders]
     assert runs[0]["id"] == runs[1]["id"] and folders[1].name.endswith(runs[0]["id"])
     assert runs[0]["project"] == "train" and runs[0]["name"] == tmp_path.name
-    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved[RUN_IDS_KEY] == {"wandb": {"logger": "WandbLogger", "version": runs[0]["id"]}}
+    assert saved == {"logger": "WandbLogger", "version": runs[0]["id"]}
 
     for run, summary in zip(runs, (first, second)):
         assert run["config"]["optimizer"]["lr"] == 0.1  # the config, nested
         assert run["summary"]["test/acc"] == pytest.approx(summary["test/acc"])
         assert run["summary"]["trainer/global_step"] == summary["steps"]
-        assert {"test/confusion_matrix", "test/most_confident_mistakes"} <= {
-            k.split("/_type")[0] for k in run["summary"]
-        }
+        figures = {k.split("/_type")[0] for k in run["summary"]}
+        assert {"test/confusion_matrix", "test/most_confident_mistakes"} <= figures
     assert runs[1]["config"]["resume"] == "latest" and runs[1]["config"]["trainer"]["max_epochs"] == 2
     # the resumed part's curves go on at the steps after the first part's
     steps = [row["trainer/global_step"] for row in runs[1]["history"] if "train/loss" in row]

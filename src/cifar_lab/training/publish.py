@@ -2,9 +2,10 @@
 flattened config beside the final metrics) and the test figures, to every logger that takes them.
 
 Through Lightning's logger interface (``log_hyperparams``, ``log_metrics``) and each logger's
-public figure call: TensorBoard's ``experiment.add_figure``, W&B's ``log_image``, MLflow's
-``experiment.log_figure``. The logger classes are Lightning's, which load neither MLflow nor
-W&B: a TensorBoard run never imports them.
+public image call: TensorBoard's ``experiment.add_image``, W&B's ``log_image``, MLflow's
+``experiment.log_image``; a figure is drawn once, and its pixels go to each (three loggers would
+otherwise draw it three times, seconds each for the mistakes grid). The logger classes are
+Lightning's, which load neither MLflow nor W&B: a TensorBoard run never imports them.
 """
 
 from __future__ import annotations
@@ -54,18 +55,21 @@ def figure_loggers(loggers: list[Any]) -> list[Any]:
 
 
 def publish_figure(loggers: list[Any], tag: str, figure: Any, step: int) -> None:
-    """A matplotlib figure, as ``tag`` at ``step``, to every logger that takes figures (MLflow:
-    the artifact ``<tag>.png``; its artifacts have no steps)."""
+    """A matplotlib figure (on an Agg canvas: runtime.figures), as ``tag`` at ``step``, to every
+    logger that takes figures (MLflow: the artifact ``<tag>.png``; its artifacts have no steps)."""
+    import numpy as np
     from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, figure, global_step=step, close=False)
+            logger.experiment.add_image(tag, pixels, global_step=step, dataformats="HWC")
             logger.experiment.flush()
         elif isinstance(logger, WandbLogger):
-            logger.log_image(key=tag, images=[figure], step=step)
+            logger.log_image(key=tag, images=[pixels], step=step)
         elif isinstance(logger, MLFlowLogger):
-            logger.experiment.log_figure(logger.run_id, figure, f"{tag}.png")
+            logger.experiment.log_image(logger.run_id, pixels, f"{tag}.png")
 
 
 def close_loggers(loggers: list[Any], success: bool) -> None:
