@@ -215,3 +215,12 @@ print(len(loggers), sorted({{"mlflow", "wandb"}} & set(sys.modules)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-1] == "2 []"
     assert (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[-1].startswith("3,")  # the summary's step
+
+
+def test_a_run_is_named_after_its_folder_below_the_outputs_root(tmp_path):
+    from cifar_lab.config import run_name
+
+    root = tmp_path / "outputs"
+    assert run_name(str(root / "multiruns" / "train" / "t0" / "3"), str(root)) == "multiruns/train/t0/3"
+    assert run_name(str(root / "runs" / "train" / "t1"), "outputs-elsewhere") == "t1"  # not below it
+    assert run_name(str(root), str(root)) == "outputs"
