@@ -16,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from cifar_lab.errors import ConfigError, one_line
+from cifar_lab.training.loggers import check_logger_extras
 
 # the views of cifar_lab.recipes.tta.tta_logits; here, so the config is checked before torch loads
 TTA_LEVELS = (0, 1, 2)
@@ -160,7 +161,20 @@ def instantiate_at(key: str, node: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"{where}: {message}") from None
 
 
-for _name, _fn in (("cifar_lab.cpu_precision", cpu_precision), ("cifar_lab.global_batch", global_batch)):
+def run_name(output_dir: str, log_dir: str) -> str:
+    """A run's name in MLflow and W&B: its folder below the outputs root (``runs/train/<time>``,
+    ``multiruns/train/<time>/3``: a sweep job's number alone would say little), else the folder's name."""
+    folder, root = Path(output_dir).resolve(), Path(log_dir).resolve()
+    if folder != root and folder.is_relative_to(root):
+        return folder.relative_to(root).as_posix()
+    return folder.name
+
+
+for _name, _fn in (
+    ("cifar_lab.cpu_precision", cpu_precision),
+    ("cifar_lab.global_batch", global_batch),
+    ("cifar_lab.run_name", run_name),
+):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -631,3 +645,4 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_trainer(cfg)
     _validate_freeze(cfg)
     _validate_typed(cfg, typed_keys())
+    check_logger_extras(cfg)

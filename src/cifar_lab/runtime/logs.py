@@ -1,13 +1,11 @@
-"""Where a run's words go: the console and log file (through Hydra) and TensorBoard's hparams tab."""
+"""Where a run's words go: the console and log file (through Hydra); the experiment loggers' summary
+and figures are cifar_lab.training.publish's."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
 
 
 def route_library_logs_through_hydra() -> None:
@@ -30,27 +28,3 @@ def display_path(path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
-
-
-def log_hparams(loggers: list[Any], cfg: DictConfig, summary: dict[str, Any]) -> None:
-    """The hparams tab: the flattened config beside the final metrics of this run."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from cifar_lab.runtime.checkpoint_io import RUN_MARKER, _map_strings
-
-    final = {k: v for k, v in summary.items() if "/" in k and isinstance(v, float)}
-    final.update(train_time_s=summary["train_time_s"])
-    params = {
-        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        for key, value in cfg.items()
-        if key not in ("hydra", "paths")
-    }
-    # paths inside the run folder (e.g. the checkpoint folder) as <run>/...: no user folders in logs
-    run_dir = str(Path(cfg.paths.output_dir).resolve())
-    params = _map_strings(params, lambda s: RUN_MARKER + s[len(run_dir) :] if s.startswith(run_dir) else s)
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            # at the last step, beside the test metrics: without a step TensorBoard files the
-            # final values at step 0, a false first point on every train/val curve
-            logger.log_hyperparams(params, metrics=final, step=summary["steps"])
-            logger.finalize("success")

@@ -53,8 +53,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from cifar_lab.runtime.hardware import resolved_precision
     from cifar_lab.runtime.logs import route_library_logs_through_hydra
-    from cifar_lab.training.build import instantiate_group
     from cifar_lab.training.callbacks import TestPredictions
+    from cifar_lab.training.loggers import build_loggers
+    from cifar_lab.training.publish import close_loggers
     from cifar_lab.training.summary import scalar_metrics
 
     route_library_logs_through_hydra()
@@ -62,7 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = _test_data(cfg, loaded, ckpt_path)
     module = _scoring_module(cfg, loaded)
     predictions = TestPredictions(num_misclassified=int(cfg.num_misclassified), ece_bins=int(cfg.ece_bins))
-    loggers = instantiate_group(cfg.get("logger"), "logger")
+    loggers, _ = build_loggers(cfg, None)  # a new run in each (MLflow's local store as train's)
     trainer = instantiate_at(
         "trainer",
         cfg.trainer,
@@ -72,11 +73,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_model_summary=False,
         precision=resolved_precision(cfg.trainer),
     )
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    tested = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
-    summary = _summary(cfg, ckpt_path, loaded.classes, tested, predictions.results, module.hparams.tta_level)
-    if trainer.is_global_zero:
-        _write_outputs(Path(cfg.paths.output_dir), summary, predictions.results, loggers, trainer.global_step)
+    finished = False
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        tested = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
+        summary = _summary(cfg, ckpt_path, loaded.classes, tested, predictions.results, module.hparams.tta_level)
+        if trainer.is_global_zero:
+            _write_outputs(Path(cfg.paths.output_dir), summary, predictions.results, loggers, trainer.global_step)
+        finished = True
+    finally:
+        close_loggers(loggers, success=finished)
     log.info(
         "eval: acc %.4f, ece %.4f, per class %s",
         tested.get("test/acc", float("nan")),

@@ -87,10 +87,18 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     run = build_run(cfg, preemption, ckpt_path, checkpoint)
     del checkpoint  # the checkpoint IO holds it until fit reads it
 
-    with fit_failures(cfg, run.trainer, preemption):
-        _fit(run)
-    metrics, test_seconds = _test(run)
-    return _summarize(run, metrics, test_seconds)
+    from cifar_lab.training.publish import close_loggers
+
+    finished = False
+    try:
+        with fit_failures(cfg, run.trainer, preemption):
+            _fit(run)
+        metrics, test_seconds = _test(run)
+        summary = _summarize(run, metrics, test_seconds)
+        finished = True
+        return summary
+    finally:
+        close_loggers(run.trainer.loggers, success=finished)
 
 
 def _fit(run: TrainingRun) -> None:
@@ -150,15 +158,15 @@ def _test_ckpt_path(cfg: DictConfig, trainer) -> str | None:
 
 
 def _summarize(run: TrainingRun, metrics: dict[str, float], test_seconds: float) -> dict[str, Any]:
-    """Write metrics.json and the hparams tab, log the metrics, and return them."""
+    """Write metrics.json and the summary of every logger (training.publish), log the metrics, and return them."""
     from cifar_lab.runtime.io import write_json_atomic
-    from cifar_lab.runtime.logs import log_hparams
+    from cifar_lab.training.publish import publish_summary
     from cifar_lab.training.summary import run_summary
 
     summary = run_summary(run, metrics, test_seconds)
     if run.trainer.is_global_zero:
         write_json_atomic(Path(run.cfg.paths.output_dir) / "metrics.json", summary)
-        log_hparams(run.trainer.loggers, run.cfg, summary)
+        publish_summary(run.trainer.loggers, run.cfg, summary)
     log.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
     stop_if_signalled_after_training(run.preemption)
     return summary

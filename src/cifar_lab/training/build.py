@@ -94,20 +94,9 @@ def build_tricks(cfg: DictConfig) -> list[Any]:
     return tricks
 
 
-def build_loggers(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> list[Any]:
-    """cfg.logger's loggers; a resumed run appends to the same TensorBoard run."""
-    logger_cfg = resolved_group(cfg, "logger")
-    if checkpoint is not None:
-        # steps the killed process logged after its checkpoint are purged (they are trained again)
-        for entry in logger_cfg.values():
-            if entry and str(entry.get("_target_", "")).endswith("TensorBoardLogger"):
-                entry["purge_step"] = int(checkpoint.get("global_step", 0))
-    return instantiate_group(OmegaConf.create(logger_cfg), "logger")
-
-
 def build_callbacks(cfg: DictConfig, datamodule, loggers: list[Any], preemption) -> tuple[list[Any], Any]:
     """The training tricks (build_tricks), cfg.callbacks, and the run's own: the training clock,
-    resume checkpoints and, in a search, trial pruning.
+    resume checkpoints and, in a search, trial pruning (the loggers' run ids are build_run's).
 
     Returns the callbacks and the pruning callback (None outside a search)."""
     from cifar_lab.runtime.resume_checkpoint import ResumeCheckpoint
@@ -225,8 +214,12 @@ def build_run(cfg: DictConfig, preemption, ckpt_path: Path | None, checkpoint: d
     if checkpoint is not None:
         check_resumable(checkpoint, module, datamodule.batch_size, ckpt_path)
     datamodule.augment_spec.check_model_takes_crops(module.net, datamodule.image_size)
-    loggers = build_loggers(cfg, checkpoint)
+    from cifar_lab.training.loggers import build_loggers
+
+    loggers, run_ids = build_loggers(cfg, checkpoint)  # resumed: the same runs (training.loggers)
     callbacks, pruning = build_callbacks(cfg, datamodule, loggers, preemption)
+    if run_ids is not None:
+        callbacks.append(run_ids)
     resume_from = (ckpt_path, checkpoint) if checkpoint is not None else None
     trainer = build_trainer(cfg, datamodule, callbacks, loggers, resume_from)
     return TrainingRun(cfg, datamodule, module, trainer, pruning, ckpt_path, preemption)

@@ -1,5 +1,5 @@
-"""Lightning callbacks for the console and TensorBoard: one line per epoch for runs without a
-progress bar, and what explains a test score (where the errors are, what they look like)."""
+"""Lightning callbacks for the console and the experiment loggers: one line per epoch for runs
+without a progress bar, and what explains a test score (where the errors are, what they look like)."""
 
 from __future__ import annotations
 
@@ -103,8 +103,9 @@ def _clock(seconds: float) -> str:
 
 
 class TestPredictions(pl.Callback):
-    """Scores the test split into a torchmetrics report; at test end draws, into TensorBoard,
-    the confusion matrix and a grid of the most confidently misclassified images.
+    """Scores the test split into a torchmetrics report; at test end draws, into every logger that
+    takes figures (training.publish), the confusion matrix and a grid of the most confidently
+    misclassified images.
 
     ``ImageClassifier.test_step`` returns its logits, which are used as they are; for a
     module whose test step returns nothing, they are recomputed from the batch (with the
@@ -182,22 +183,22 @@ class TestPredictions(pl.Callback):
             self._worst = [worst] if worst is not None else []
         if not self.log_figures or not trainer.is_global_zero:
             return
-        writer = _tensorboard_writer(trainer)
-        if writer is None:
+        from cifar_lab.training.publish import figure_loggers, publish_figure
+
+        loggers = figure_loggers(trainer.loggers)
+        if not loggers:
             return
         from cifar_lab.runtime.figures import confusion_figure, misclassified_figure
 
         classes = _class_names(pl_module, self.results["confusion_matrix"].shape[0])
         step = trainer.global_step
-        writer.add_figure(
-            "test/confusion_matrix", confusion_figure(self.results["confusion_matrix"], classes), global_step=step
-        )
+        matrix = confusion_figure(self.results["confusion_matrix"], classes)
+        publish_figure(loggers, "test/confusion_matrix", matrix, step)
         if self._worst:
             images, labels, predicted, confidence = self._worst[0]
             pixels = denormalize(images, pl_module.hparams.get("mean"), pl_module.hparams.get("std"))
             figure = misclassified_figure(pixels, labels, predicted, confidence, classes)
-            writer.add_figure("test/most_confident_mistakes", figure, global_step=step)
-        writer.flush()
+            publish_figure(loggers, "test/most_confident_mistakes", figure, step)
 
     def misclassified(self) -> tuple[torch.Tensor, ...] | None:
         """(images, labels, predicted, confidence) of the most confident mistakes, or None."""
@@ -233,15 +234,6 @@ def _logits_from(outputs: Any) -> torch.Tensor | None:
         return outputs
     if isinstance(outputs, dict) and isinstance(outputs.get("logits"), torch.Tensor):
         return outputs["logits"]
-    return None
-
-
-def _tensorboard_writer(trainer: pl.Trainer) -> Any:
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
     return None
 
 
