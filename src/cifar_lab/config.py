@@ -348,7 +348,10 @@ def validate_data_config(cfg: DictConfig) -> None:
     )
     source = _get(cfg, "data.source")
     target = source.get("_target_") if isinstance(source, DictConfig) else None
-    _require(target is not None, "data.source needs a _target_ (pick data=cifar10, data=cifar100, data=folder or data=synthetic)")
+    _require(
+        target is not None,
+        "data.source needs a _target_ (pick data=cifar10, data=cifar100, data=folder or data=synthetic)",
+    )
     if target.endswith("ImageFolderSource"):
         try:
             path = _get(cfg, "data.source.path")

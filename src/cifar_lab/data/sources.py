@@ -56,9 +56,7 @@ class TorchvisionCIFAR:
 
     def __init__(self, root: str = "data", download: bool = True, dataset: str = "cifar10") -> None:
         if dataset not in _TORCHVISION_DATASETS:
-            raise DataError(
-                f"data.source.dataset={dataset!r} must be one of: {', '.join(_TORCHVISION_DATASETS)}"
-            )
+            raise DataError(f"data.source.dataset={dataset!r} must be one of: {', '.join(_TORCHVISION_DATASETS)}")
         self.root = root
         self.download = download
         self.dataset = dataset
