@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lab.errors import CifarLabError, DataError
 from cifar_lab.runtime.checkpoint import load_trained
@@ -58,7 +59,9 @@ def test_a_recipe_trains_a_100_way_head_and_reports_test_accuracy_and_auroc(run_
 
 def test_eval_at_100_classes_keeps_every_class_in_json_and_a_short_table_in_the_log(run_100, tmp_path, caplog):
     cfg = compose_config(
-        [f"ckpt_path={run_100 / 'checkpoints' / 'last.ckpt'}", *DATA, "logger=none"], tmp_path, config_name="eval"
+        [f"ckpt_path={run_100 / 'checkpoints' / 'last.ckpt'}", *DATA, "logger=tensorboard"],
+        tmp_path,
+        config_name="eval",
     )
     with caplog.at_level(logging.INFO, logger="cifar_lab.tasks.eval"):
         summary = evaluate(cfg)
@@ -78,6 +81,9 @@ def test_eval_at_100_classes_keeps_every_class_in_json_and_a_short_table_in_the_
     with Image.open(tmp_path / "confusion_matrix.png") as figure:
         # every class labelled on a grid that fits a screen or two, not the 5000 px of 0.55 in a class
         assert 1000 < figure.width < 2500 and 1000 < figure.height < 2500, figure.size
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()  # the test-end figures at 100 classes: the matrix and the most confident mistakes
+    assert {"test/confusion_matrix", "test/most_confident_mistakes"} <= set(events.Tags()["images"])
 
 
 def test_per_class_table_lists_every_class_up_to_the_limit_then_the_worst_and_best():
