@@ -44,6 +44,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 # training-set sizes of sources whose size is known without reading them
 _KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int | None]] = {
+    "cifar_lab.data.sources.TorchvisionCIFAR": lambda src: 50_000,  # CIFAR-10 and CIFAR-100 alike
     "cifar_lab.data.sources.TorchvisionCIFAR10": lambda src: 50_000,
     "cifar_lab.data.sources.SyntheticSource": lambda src: _positive_product(
         src.get("num_classes"), src.get("train_per_class")
@@ -361,7 +362,10 @@ def validate_data_config(cfg: DictConfig) -> None:
     )
     source = _get(cfg, "data.source")
     target = source.get("_target_") if isinstance(source, DictConfig) else None
-    _require(target is not None, "data.source needs a _target_ (pick data=cifar10, data=folder or data=synthetic)")
+    _require(
+        target is not None,
+        "data.source needs a _target_ (pick data=cifar10, data=cifar100, data=folder or data=synthetic)",
+    )
     if target.endswith("ImageFolderSource"):
         try:
             path = _get(cfg, "data.source.path")

@@ -17,7 +17,7 @@ from PIL import Image
 import cifar_lab.data.sources as sources
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.cache import default_cache_dir, load_arrays, save_arrays
-from cifar_lab.data.sources import ImageFolderSource, SyntheticSource, TorchvisionCIFAR10
+from cifar_lab.data.sources import ImageFolderSource, SyntheticSource, TorchvisionCIFAR, TorchvisionCIFAR10
 from cifar_lab.errors import DataError
 
 REAL_ARCHIVE = Path(__file__).resolve().parents[2].parent / "shared/data/cifar10-jpeg.tar.gz"
@@ -484,21 +484,28 @@ def fake_cifar(monkeypatch) -> type[FakeCIFAR10]:
     import torchvision.datasets
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", FakeCIFAR10)  # the same calls and failures
     monkeypatch.setattr(FakeCIFAR10, "calls", [])
     monkeypatch.setattr(FakeCIFAR10, "fail_download", None)
     monkeypatch.setattr(FakeCIFAR10, "present", True)
     return FakeCIFAR10
 
 
-def test_torchvision_download_failure_is_a_one_line_hint(fake_cifar) -> None:
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        (TorchvisionCIFAR10(root="data", download=True), "CIFAR-10"),
+        (TorchvisionCIFAR(root="data", download=True, dataset="cifar100"), "CIFAR-100"),
+    ],
+)
+def test_torchvision_download_failure_is_a_one_line_hint(fake_cifar, source, name) -> None:
     fake_cifar.present = False
     fake_cifar.fail_download = urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-    source = TorchvisionCIFAR10(root="data", download=True)
     for action in (source.prepare, source.load):
         with pytest.raises(DataError) as excinfo:
             action()
         message = one_line_error(excinfo)
-        assert message.startswith("could not download CIFAR-10 into 'data' (")
+        assert message.startswith(f"could not download {name} into 'data' (")
         assert "Temporary failure in name resolution" in message
         assert "data=folder data.path=PATH" in message and "train/<class>/*" in message
 
@@ -533,6 +540,84 @@ def test_torchvision_load_downloads_when_absent(fake_cifar) -> None:
     arrays = TorchvisionCIFAR10(root="data", download=True).load()
     assert len(arrays.train_images) == 50
     assert (True, True) in fake_cifar.calls and (False, True) in fake_cifar.calls
+
+
+# ---- torchvision CIFAR-100: the real torchvision reader on a tiny copy in its own pickle format ---
+
+FINE_NAMES = [f"fine_{i:02d}" for i in range(100)]
+
+
+def write_fake_cifar100(root: Path, monkeypatch, train_per_class: int = 2, test_per_class: int = 1) -> Path:
+    """``root/cifar-100-python/{train,test,meta}`` as the official pickles are laid out, with fine
+    and coarse labels that differ, so a reader of the wrong ones fails. torchvision checks each
+    file against the official md5, which a tiny copy cannot match: the md5 table (only) is set
+    to these files'; the reading is torchvision's own."""
+    import hashlib
+    import pickle
+
+    import torchvision.datasets
+
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    md5 = {}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        fine = [c for c in range(100) for _ in range(per_class)]
+        data = rng.integers(0, 256, (len(fine), 3 * 32 * 32), dtype=np.uint8)  # CHW rows, as the official files
+        entry = {"data": data, "fine_labels": fine, "coarse_labels": [c // 5 for c in fine], "filenames": []}
+        (folder / split).write_bytes(pickle.dumps(entry))
+    meta = {"fine_label_names": FINE_NAMES, "coarse_label_names": [f"coarse_{j}" for j in range(20)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta))
+    for name in ("train", "test", "meta"):
+        md5[name] = hashlib.md5((folder / name).read_bytes()).hexdigest()
+    cifar100 = torchvision.datasets.CIFAR100
+    monkeypatch.setattr(cifar100, "train_list", [["train", md5["train"]]])
+    monkeypatch.setattr(cifar100, "test_list", [["test", md5["test"]]])
+    monkeypatch.setattr(cifar100, "meta", {**cifar100.meta, "md5": md5["meta"]})
+    return root
+
+
+def test_cifar100_reads_the_fine_labels_through_torchvision(tmp_path: Path, monkeypatch) -> None:
+    import torchvision.datasets
+
+    root = write_fake_cifar100(tmp_path / "data", monkeypatch)
+    source = TorchvisionCIFAR(root=str(root), download=False, dataset="cifar100")
+    assert isinstance(source._dataset(True, download=False), torchvision.datasets.CIFAR100)
+    arrays = source.load()
+    assert arrays.classes == tuple(FINE_NAMES) and arrays.num_classes == 100
+    assert arrays.train_images.shape == (200, 32, 32, 3) and arrays.test_images.shape == (100, 32, 32, 3)
+    assert arrays.train_labels.tolist() == [c for c in range(100) for _ in range(2)]  # fine, not coarse
+
+
+def test_cifar100_absent_without_download_real_class(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as excinfo:
+        TorchvisionCIFAR(root=str(tmp_path / "cifar"), download=False, dataset="cifar100").load()
+    assert one_line_error(excinfo).startswith(f"CIFAR-100 is not in '{tmp_path / 'cifar'}'")
+
+
+def test_torchvision_source_rejects_an_unknown_dataset() -> None:
+    with pytest.raises(DataError) as excinfo:
+        TorchvisionCIFAR(dataset="cifar1000")
+    assert one_line_error(excinfo) == "data.source.dataset='cifar1000' must be one of: cifar10, cifar100"
+
+
+def test_data_cifar100_composes_and_builds_the_torchvision_cifar100_datamodule(tmp_path: Path, monkeypatch) -> None:
+    """`data=cifar100`, with download off on a root that holds a (tiny) CIFAR-100: 100 fine classes,
+    normalized by the training split's own statistics, as data=cifar10."""
+    from cifar_lab.training.build import build_datamodule
+    from tests.conftest import compose_config
+
+    root = write_fake_cifar100(tmp_path / "data", monkeypatch, train_per_class=3)
+    cfg = compose_config(
+        ["data=cifar100", f"paths.data_dir={root}", "data.source.download=false", "data.val_size=100"], tmp_path
+    )
+    assert cfg.data.source._target_ == "cifar_lab.data.sources.TorchvisionCIFAR"
+    assert cfg.data.source.dataset == "cifar100" and cfg.data.mean is None and cfg.data.std is None
+    datamodule = build_datamodule(cfg, stage="fit")
+    assert datamodule.num_classes == 100 and datamodule.classes == tuple(FINE_NAMES)
+    assert datamodule.num_train == 200  # 300 less a stratified 100 (one per class)
+    train_images = datamodule._splits["train"][0].astype(np.float64) / 255
+    np.testing.assert_allclose(datamodule.mean.numpy(), train_images.mean((0, 1, 2)), rtol=1e-5)
 
 
 # ---- synthetic -----------------------------------------------------------------------------------

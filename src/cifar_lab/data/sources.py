@@ -40,19 +40,27 @@ _LAYOUT_HINT = "a folder or .tar/.tar.gz/.zip with train/<class>/* and test/<cla
 
 
 # --------------------------------------------------------------------------------------------
-# Official CIFAR-10 through torchvision
+# Official CIFAR-10 / CIFAR-100 through torchvision
 # --------------------------------------------------------------------------------------------
 
+# data.source.dataset -> (torchvision.datasets class, name in messages). CIFAR-100 reads its fine
+# labels (100 classes, names from the dataset's meta file): torchvision's CIFAR100 default.
+_TORCHVISION_DATASETS = {"cifar10": ("CIFAR10", "CIFAR-10"), "cifar100": ("CIFAR100", "CIFAR-100")}
 
-class TorchvisionCIFAR10:
-    """The official CIFAR-10 (python pickles), downloaded and md5-checked by torchvision.
 
-    Its files are already raw uint8 arrays, so it needs no cache of its own.
+class TorchvisionCIFAR:
+    """The official CIFAR-10 or CIFAR-100 (python pickles), downloaded and md5-checked by torchvision.
+
+    Their files are already raw uint8 arrays, so it needs no cache of its own.
     """
 
-    def __init__(self, root: str = "data", download: bool = True) -> None:
+    def __init__(self, root: str = "data", download: bool = True, dataset: str = "cifar10") -> None:
+        if dataset not in _TORCHVISION_DATASETS:
+            raise DataError(f"data.source.dataset={dataset!r} must be one of: {', '.join(_TORCHVISION_DATASETS)}")
         self.root = root
         self.download = download
+        self.dataset = dataset
+        self.name = _TORCHVISION_DATASETS[dataset][1]
 
     def prepare(self) -> None:
         """Download (if allowed and absent) and verify both splits."""
@@ -77,11 +85,12 @@ class TorchvisionCIFAR10:
             classes=tuple(str(c) for c in train.classes),
         )
 
-    def _dataset(self, train: bool, download: bool):  # -> torchvision.datasets.CIFAR10
+    def _dataset(self, train: bool, download: bool):  # -> torchvision.datasets.CIFAR10 / CIFAR100
         import torchvision.datasets  # heavy import, only when this source is used
 
+        dataset_class = getattr(torchvision.datasets, _TORCHVISION_DATASETS[self.dataset][0])
         try:
-            return torchvision.datasets.CIFAR10(self.root, train=train, download=download)
+            return dataset_class(self.root, train=train, download=download)
         except (OSError, RuntimeError) as exc:  # URLError, timeouts, md5 mismatch, absent
             raise self._error(exc, download) from exc
 
@@ -89,11 +98,18 @@ class TorchvisionCIFAR10:
         offline = f"without network, use a local copy: data=folder data.path=PATH ({_LAYOUT_HINT})"
         if download:
             reason = one_line(getattr(exc, "reason", None) or exc)
-            return DataError(f"could not download CIFAR-10 into '{self.root}' ({reason}); {offline}")
+            return DataError(f"could not download {self.name} into '{self.root}' ({reason}); {offline}")
         return DataError(
-            f"CIFAR-10 is not in '{self.root}' (or is corrupt) and download is off; "
+            f"{self.name} is not in '{self.root}' (or is corrupt) and download is off; "
             f"set data.source.download=true, or {offline}"
         )
+
+
+class TorchvisionCIFAR10(TorchvisionCIFAR):
+    """CIFAR-10 under its earlier name, for code and configs written before CIFAR-100 was offered."""
+
+    def __init__(self, root: str = "data", download: bool = True) -> None:
+        super().__init__(root, download, dataset="cifar10")
 
 
 # --------------------------------------------------------------------------------------------

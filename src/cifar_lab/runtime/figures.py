@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize, PowerNorm
 from matplotlib.figure import Figure
 
 
@@ -28,21 +29,44 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+# up to this many classes every cell of the confusion matrix carries its count (CIFAR-10's 10)
+ANNOTATED_CLASSES = 20
+
+
 def confusion_figure(matrix: torch.Tensor, classes: Sequence[str]) -> Figure:
-    """Row-normalized confusion matrix (rows: true class), with the counts written in."""
+    """Row-normalized confusion matrix (rows: true class).
+
+    Up to ANNOTATED_CLASSES classes each cell has its count written in. Beyond (CIFAR-100), counts
+    would be unreadable specks, so the cells carry colour only, every class keeps its label in
+    small type on a grid sized to it (~17 inches at 100), faint lines every 10 classes guide the
+    eye along a row, and the colour scale is a square root: the few-percent rates of a confusion
+    between two look-alike classes would otherwise be near white beside the diagonal.
+    """
     counts = matrix.double()
     rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
     k = len(classes)
-    size = max(4.0, 0.55 * k + 2)
+    annotated = k <= ANNOTATED_CLASSES
+    size = max(4.0, 0.55 * k + 2) if annotated else 0.16 * k + 2.5
     figure = new_figure(size, size)
     ax = figure.add_subplot()
-    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
+    norm = Normalize(vmin=0, vmax=1) if annotated else PowerNorm(gamma=0.5, vmin=0, vmax=1)
+    image = ax.imshow(rates.numpy(), cmap="Blues", norm=norm, interpolation="nearest")
+    scale = "" if annotated else " (square-root scale)"
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=f"fraction of the true class{scale}")
+    if annotated:
+        ax.set_xticks(range(k), classes, rotation=45, ha="right")
+        ax.set_yticks(range(k), classes)
+    else:
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=6)
+        ax.set_yticks(range(k), classes, fontsize=6)
+        ax.tick_params(length=2, pad=1)
+        ax.set_xticks([i - 0.5 for i in range(10, k, 10)], minor=True)
+        ax.set_yticks([i - 0.5 for i in range(10, k, 10)], minor=True)
+        ax.tick_params(which="minor", length=0)
+        ax.grid(which="minor", color="0.75", linewidth=0.5)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    if k <= 20:
+    if annotated:
         for i in range(k):
             for j in range(k):
                 ax.text(

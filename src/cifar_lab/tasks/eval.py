@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,6 +25,9 @@ from cifar_lab.config import (  # also registers the cifar_lab.* resolvers
 from cifar_lab.errors import CheckpointError, CifarLabError, ConfigError, print_error
 from cifar_lab.overrides import overrides_read_first
 from cifar_lab.tasks.train import config_dir
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +86,54 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         finished = True
     finally:
         close_loggers(loggers, success=finished)
+    lines = per_class_lines(summary["test/acc_per_class"]) + confused_pairs(
+        predictions.results["confusion_matrix"], loaded.classes
+    )
     log.info(
-        "eval: acc %.4f, ece %.4f, per class %s",
-        tested.get("test/acc", float("nan")),
-        summary["test/ece"],
-        {k: round(v, 3) if v is not None else None for k, v in summary["test/acc_per_class"].items()},
+        "eval: acc %.4f, ece %.4f\n%s", tested.get("test/acc", float("nan")), summary["test/ece"], "\n".join(lines)
     )
     return summary
+
+
+# up to this many classes the log lists every class; beyond (CIFAR-100) the worst and the best
+# few, as 100 lines would bury the rest of the log; metrics.json always holds every class
+LISTED_CLASSES = 20
+SHOWN_AT_EACH_END = 5
+
+
+def per_class_lines(per_class: dict[str, float | None], shown: int = SHOWN_AT_EACH_END) -> list[str]:
+    """The per-class accuracy table of eval's log: every class, or the ``shown`` worst and best."""
+    scored = {name: acc for name, acc in per_class.items() if acc is not None}
+    mean = sum(scored.values()) / max(len(scored), 1)
+    unscored = len(per_class) - len(scored)
+    header = f"per-class test accuracy ({len(per_class)} classes, mean {mean:.3f}"
+    header += f", {unscored} without test images)" if unscored else ")"
+    width = max((len(name) for name in per_class), default=0)
+    if len(per_class) <= LISTED_CLASSES:
+        rows = [f"  {name:<{width}}  {'-' if acc is None else f'{acc:.3f}'}" for name, acc in per_class.items()]
+        return [f"{header}:", *rows]
+    ranked = sorted(scored.items(), key=lambda item: (item[1], item[0]))
+    worst, best = ranked[:shown], ranked[::-1][:shown]
+    width = max((len(name) for name, _ in worst + best), default=0)
+    return [
+        f"{header}, the worst and best {shown}; all in metrics.json:",
+        *(f"  worst  {name:<{width}}  {acc:.3f}" for name, acc in worst),
+        *(f"  best   {name:<{width}}  {acc:.3f}" for name, acc in best),
+    ]
+
+
+def confused_pairs(matrix: torch.Tensor, classes: list[str], shown: int = SHOWN_AT_EACH_END) -> list[str]:
+    """The ``shown`` most frequent mistakes (true -> predicted): what a 100-class matrix hides."""
+    counts = matrix.clone().long()
+    counts.fill_diagonal_(0)
+    support = matrix.sum(1)
+    values, flat = counts.flatten().topk(min(shown, counts.numel()))
+    pairs = [(int(i) // len(classes), int(i) % len(classes), int(v)) for v, i in zip(values, flat) if v > 0]
+    if not pairs:
+        return []
+    return ["most frequent mistakes (true -> predicted):"] + [
+        f"  {classes[t]} -> {classes[p]}  {n} ({n / max(int(support[t]), 1):.0%} of {classes[t]})" for t, p, n in pairs
+    ]
 
 
 def _checked_ckpt_path(cfg: DictConfig) -> Path:

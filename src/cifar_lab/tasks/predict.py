@@ -63,6 +63,10 @@ def predict_files(
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise CifarLabError(f"--device {device}: no CUDA GPU here (use --device cpu)")
     loaded = load_trained(ckpt)
+    if top_k > len(loaded.classes):  # a typed --top is never cut down silently
+        raise CifarLabError(
+            f"--top {top_k} is more than the checkpoint's {len(loaded.classes)} classes; use at most {len(loaded.classes)}"
+        )
     arrays = np.stack([load_image(path) for path in images])  # every image read before any work
     net = loaded.net.to(device)
     batch = normalize(
@@ -72,8 +76,7 @@ def predict_files(
     )
     with torch.inference_mode():
         probs = net(batch).float().softmax(-1).cpu()
-    k = max(1, min(top_k, len(loaded.classes)))
-    values, indices = probs.topk(k, dim=-1)
+    values, indices = probs.topk(max(1, top_k), dim=-1)
     return [
         Prediction(Path(path), [(loaded.classes[int(i)], float(p)) for p, i in zip(v, ix)])
         for path, v, ix in zip(images, values, indices)
