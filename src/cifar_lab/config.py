@@ -713,6 +713,11 @@ def validate_lr_find(cfg: DictConfig) -> None:
         f"trainer.num_nodes={nodes}: add trainer.devices=1 trainer.num_nodes=1 (plain sgd/adamw: with "
         f"data.batch_size = the global batch; sgd_decoupled's lr is per 1024 examples and carries over)",
     )
+    dev_run = _get(cfg, "trainer.fast_dev_run", False)
+    _require(
+        not dev_run,
+        f"trainer.fast_dev_run={_plain(dev_run)!r} (debug=default) makes Lightning skip the lr sweep: drop it",
+    )
     for key in ("resume", "ckpt_path"):
         value = _get(cfg, key, None)
         _require(
