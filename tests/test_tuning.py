@@ -55,6 +55,15 @@ def test_lr_find_prints_a_suggestion_writes_the_curve_and_leaves_no_training_run
     assert {p.name for p in tmp_path.iterdir()} - {"cache"} == {"lr_find.json", "lr_find.png"}
 
 
+def test_a_sweep_that_diverges_at_once_is_one_error_and_keeps_its_curve(make_cfg, tmp_path):
+    # from lr 1e4 the loss passes 4x its best within a few steps: Lightning stops the sweep
+    # before the 10 steps its suggestion skips, so there is no suggestion to give
+    with pytest.raises(ConfigError, match="the lr sweep gave no suggestion"):
+        lr_find(make_cfg(*SWEEP, "tune.min_lr=1e4", "tune.max_lr=1e6"))
+    saved = json.loads((tmp_path / "lr_find.json").read_text())
+    assert saved["suggested_lr"] is None and saved["steps"] < 12 and (tmp_path / "lr_find.png").is_file()
+
+
 def test_lr_find_leaves_weights_loop_and_rng_as_they_were(make_cfg, tmp_path):
     # decoupled units (the sweep's lrs are converted), EMA (it swaps weights in checkpoints) and
     # the whitening init training starts from

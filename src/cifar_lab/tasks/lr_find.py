@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,7 @@ def train_command(lr: float | None) -> str:
     typed = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     keep = [o for o in typed if not o.lstrip("+~").startswith(("tune=", "tune.", "tune/", "optimizer.lr="))]
     lr_text = f"optimizer.lr={lr:.3g}" if lr is not None else "optimizer.lr=?"
-    return " ".join(["python train.py", *keep, lr_text])
+    return " ".join(["python train.py", *(shlex.quote(o) for o in keep), lr_text])  # ready to paste
 
 
 def _write(output_dir: Path, results: dict[str, Any], is_global_zero: bool) -> None:
