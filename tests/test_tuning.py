@@ -14,6 +14,7 @@ import torch
 from cifar_lab.config import validate_config
 from cifar_lab.errors import ConfigError
 from cifar_lab.tasks.lr_find import find, initialise_like_training, lr_find, sweep_config
+from cifar_lab.tasks.report import ReportError, find_jobs
 from cifar_lab.tasks.train import train
 from cifar_lab.training.build import build_run
 from tests.conftest import REPO_ROOT, TINY_RUN
@@ -53,6 +54,10 @@ def test_lr_find_prints_a_suggestion_writes_the_curve_and_leaves_no_training_run
     assert (tmp_path / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # nothing that looks like a training run: no checkpoints/, metrics.json, logs, nor Lightning's temp checkpoint
     assert {p.name for p in tmp_path.iterdir()} - {"cache"} == {"lr_find.json", "lr_find.png"}
+    # nor a failed one: `cifar-lab report` passes the sweep's folder by (Hydra gives it a .hydra/)
+    (tmp_path / ".hydra").mkdir()
+    with pytest.raises(ReportError, match="no jobs found"):
+        find_jobs(tmp_path)
 
 
 def test_a_sweep_that_diverges_at_once_is_one_error_and_keeps_its_curve(make_cfg, tmp_path):
