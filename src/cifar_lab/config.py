@@ -552,6 +552,57 @@ def _validate_freeze(cfg: DictConfig) -> None:
     check_freeze_fits(freeze.get("from_epoch"), _training_epochs(cfg))
 
 
+# what callbacks.early_stopping may watch (logged once per epoch by training.module), and the
+# mode each needs; accuracies and AUROC are fractions
+EARLY_STOPPING_MONITORS = {
+    "val/acc": "max",
+    "val/acc_best": "max",
+    "val/auroc": "max",
+    "val/loss": "min",
+    "train/acc": "max",
+    "train/loss": "min",
+}
+
+
+def _validate_early_stopping(cfg: DictConfig) -> None:
+    """callbacks.early_stopping (Lightning's EarlyStopping): a monitor the run logs, the mode it
+    needs, reachable thresholds; refused where the monitor would never be logged (val/* with
+    data.val_size=0), rather than failing after the first epoch's training."""
+    early = _get(cfg, "callbacks.early_stopping", None)
+    if not early:
+        return
+    key = "callbacks.early_stopping"
+    monitor, mode = early.get("monitor"), early.get("mode", "min")
+    _require(
+        monitor in EARLY_STOPPING_MONITORS,
+        f"{key}.monitor={_plain(monitor)!r} is not one of the metrics a run logs: {', '.join(EARLY_STOPPING_MONITORS)}",
+    )
+    wanted = EARLY_STOPPING_MONITORS[monitor]
+    _require(
+        mode == wanted, f"{key}.mode={_plain(mode)!r} would stop on the wrong side of {monitor}: use mode={wanted}"
+    )
+    if str(monitor).startswith("val/") and _get(cfg, "data.val_size") == 0:
+        raise ConfigError(
+            f"{key}.monitor={monitor} needs validation, but data.val_size=0 turns it off: set data.val_size=N (> 0), "
+            f"monitor=train/loss, or leave early stopping off (callbacks/early_stopping=null)"
+        )
+    for name in ("stopping_threshold", "divergence_threshold"):
+        value = early.get(name)
+        if value is None:
+            continue
+        _require(_is_number(value), f"{key}.{name}={_plain(value)!r} must be a number or null")
+        if not monitor.endswith("loss"):
+            _require(
+                0 <= value <= 1,
+                f"{key}.{name}={value} can never be crossed: {monitor} is a fraction (0.94 means 94%)",
+            )
+    patience = early.get("patience", 3)
+    _require(
+        _is_int(patience) and patience >= 1,
+        f"{key}.patience={_plain(patience)!r} must be a whole number of validation epochs >= 1",
+    )
+
+
 def _validate_trainer(cfg: DictConfig) -> None:
     max_epochs = _get(cfg, "trainer.max_epochs", None)
     max_steps = _get(cfg, "trainer.max_steps", -1)
@@ -640,6 +691,62 @@ def _validate_typed(cfg: DictConfig, typed: set[str]) -> None:
                 raise ignored_value(key, value, reason, "set data.val_size=N (> 0) to validate")
 
 
+LR_FIND_MODES = ("exponential", "linear")
+# Lightning's suggestion skips the sweep's first 10 steps and its last one
+LR_FIND_MIN_STEPS = 20
+
+
+def lr_find_range(cfg: DictConfig) -> tuple[float, float]:
+    """tune.min_lr and tune.max_lr in optimizer.lr's units (null: optimizer.lr / 1000 and x 100)."""
+    lr = _get(cfg, "optimizer.lr")
+    low, high = _get(cfg, "tune.min_lr", None), _get(cfg, "tune.max_lr", None)
+    low = lr / 1000 if low is None else low
+    high = lr * 100 if high is None else high
+    for key, value in (("tune.min_lr", low), ("tune.max_lr", high)):
+        _require(_is_number(value) and value > 0, f"{key}={_plain(value)!r} must be a positive number")
+    _require(low < high, f"tune.min_lr={low:g} must be below tune.max_lr={high:g}")
+    return float(low), float(high)
+
+
+def validate_lr_find(cfg: DictConfig) -> None:
+    """tune=lr_find's settings, and what a one-device sweep from a fresh init cannot honour."""
+    lr_find_range(cfg)
+    steps = _get(cfg, "tune.num_training", 100)
+    _require(
+        _is_int(steps) and steps >= LR_FIND_MIN_STEPS,
+        f"tune.num_training={_plain(steps)!r} must be a whole number >= {LR_FIND_MIN_STEPS} "
+        f"(Lightning's suggestion skips the first 10 steps)",
+    )
+    mode = _get(cfg, "tune.mode", "exponential")
+    _require(mode in LR_FIND_MODES, f"tune.mode={_plain(mode)!r} is not one of: {', '.join(LR_FIND_MODES)}")
+    threshold = _get(cfg, "tune.early_stop_threshold", None)
+    _require(
+        threshold is None or (_is_number(threshold) and threshold > 1),
+        f"tune.early_stop_threshold={_plain(threshold)!r} must be a number > 1 (a multiple of the best loss) or null",
+    )
+    devices, nodes = device_count(_get(cfg, "trainer.devices", 1)), node_count(_get(cfg, "trainer.num_nodes", 1))
+    _require(
+        devices in (1, None) and nodes == 1,
+        f"tune=lr_find runs on one device, not trainer.devices={_plain(_get(cfg, 'trainer.devices', 1))!r} x "
+        f"trainer.num_nodes={nodes}: add trainer.devices=1 trainer.num_nodes=1 (plain sgd/adamw: with "
+        f"data.batch_size = the global batch; sgd_decoupled's lr is per 1024 examples and carries over)",
+    )
+    dev_run = _get(cfg, "trainer.fast_dev_run", False)
+    _require(
+        not dev_run,
+        f"trainer.fast_dev_run={_plain(dev_run)!r} (debug=default) makes Lightning skip the lr sweep: drop it",
+    )
+    for key in ("resume", "ckpt_path"):
+        value = _get(cfg, key, None)
+        _require(
+            value is None, f"{key}={_plain(value)!r}: tune=lr_find sweeps from a fresh init, not from a checkpoint"
+        )
+    _require(
+        _get(cfg, "optuna_trial", None) is None,
+        "tune=lr_find trains nothing for a search to score: drop hparams_search (or tune=lr_find)",
+    )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError on the first invalid value of the composed training config."""
     for group in ("data", "model", "optimizer", "trainer"):
@@ -648,5 +755,8 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_optimization(cfg)
     _validate_trainer(cfg)
     _validate_freeze(cfg)
+    _validate_early_stopping(cfg)
+    if _get(cfg, "tune", None) is not None:
+        validate_lr_find(cfg)
     _validate_typed(cfg, typed_keys())
     check_logger_extras(cfg)

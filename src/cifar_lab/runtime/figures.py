@@ -111,3 +111,24 @@ def misclassified_figure(
     figure = image_grid_figure(pixels, titles)
     figure.suptitle("most confident mistakes: predicted, probability (true class)", fontsize=9)
     return figure
+
+
+def lr_find_figure(lrs: Sequence[float], losses: Sequence[float], suggestion: float | None, mode: str) -> Figure:
+    """tune=lr_find's curve: smoothed training loss against optimizer.lr (log x for an
+    exponential sweep), the suggested lr marked and named."""
+    figure = new_figure(6, 4)
+    ax = figure.add_subplot()
+    ax.plot(lrs, losses, color="tab:blue")
+    if mode == "exponential":
+        ax.set_xscale("log")
+    if suggestion is not None:
+        at = min(range(len(lrs)), key=lambda i: abs(lrs[i] - suggestion))
+        ax.axvline(suggestion, color="tab:red", linestyle="--", linewidth=1)
+        ax.plot([lrs[at]], [losses[at]], marker="o", markersize=8, color="tab:red")
+        ax.set_title(f"suggested optimizer.lr={suggestion:.3g} (steepest descent)")
+    else:
+        ax.set_title("no suggestion: too few finite points")
+    ax.set_xlabel("optimizer.lr")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.grid(True, which="both", alpha=0.3)
+    return figure

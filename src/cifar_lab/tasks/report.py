@@ -112,7 +112,10 @@ def _read_job(job_dir: Path) -> Job | None:
 
 def find_jobs(root: str | os.PathLike) -> list[Job]:
     """Every job folder under ``root`` (itself included): one with a metrics.json, or a
-    Hydra job folder (.hydra/) without one, which is a job that died before writing it."""
+    Hydra job folder (.hydra/) without one, which is a job that died before writing it. An lr
+    sweep's folder (tune=lr_find: lr_find.json, no metrics.json) trained nothing: not a job."""
+    from cifar_lab.tasks.lr_find import RESULT_FILE as LR_FIND_FILE
+
     root = Path(root)
     if not root.exists():
         raise ReportError(f"{root} does not exist")
@@ -121,6 +124,9 @@ def find_jobs(root: str | os.PathLike) -> list[Job]:
     jobs = []
     for current, dirs, files in os.walk(root):
         here = Path(current)
+        if LR_FIND_FILE in files and "metrics.json" not in files:
+            dirs[:] = []
+            continue
         if "metrics.json" in files or ".hydra" in dirs:
             job = _read_job(here)
             if job is not None:

@@ -192,6 +192,11 @@ def main(cfg: DictConfig) -> float | None:
     from cifar_lab.runtime.resume import Preempted, PreemptedExit
 
     try:
+        if cfg.get("tune") is not None:  # tune=lr_find: the lr range test instead of training
+            from cifar_lab.tasks.lr_find import lr_find
+
+            lr_find(cfg)
+            return None
         return optimized_value(cfg, train(cfg))
     except Preempted as stop:
         # pre-emption stops the whole process (a sweep too): one line, the way back in

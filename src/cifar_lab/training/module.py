@@ -151,10 +151,16 @@ class ImageClassifier(pl.LightningModule):
         return self._eval_step("test", batch)
 
     # -- optimization --------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of the config, each group at its real lr (norm_lr_scale, decoupled units
+        and Muon's own lr applied): what training steps with, and what tasks.lr_find reads."""
         groups = param_groups(self.net, self.hparams.exclude_norm_and_bias_from_decay, self.hparams.norm_lr_scale)
         optimizer = self.optimizer_factory(params=groups)
         apply_lr_scales(optimizer)
+        return optimizer
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.build_optimizer()
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))

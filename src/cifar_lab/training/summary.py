@@ -43,4 +43,31 @@ def run_summary(run: TrainingRun, metrics: dict[str, float], test_seconds: float
     }
     if run.pruned_epoch is not None:
         summary["pruned_epoch"] = run.pruned_epoch
+    summary.update(early_stopping_fields(trainer))
     return summary
+
+
+def early_stopping_fields(trainer) -> dict[str, Any]:
+    """``stopped_early`` (and when true: ``stopped_epoch``, ``stop_reason``) of a run with
+    callbacks.early_stopping; {} without it. An early stop is a finished run (status completed):
+    a target reached or a curve gone flat, not a failure.
+
+    Early only if steps were left: a stop the callback asks for at the run's last epoch (or a
+    stale val/acc after the partial last epoch of fractional ``epochs``) ends nothing early."""
+    from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+
+    callback = trainer.early_stopping_callback
+    if callback is None:
+        return {}
+    planned = trainer.estimated_stepping_batches
+    early = callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED and trainer.global_step < planned
+    if not early:
+        return {"stopped_early": False}
+    return {
+        "stopped_early": True,
+        # epochs trained when it stopped (1-based, as ``epochs`` and pruned_epoch count them)
+        "stopped_epoch": callback.stopped_epoch + 1,
+        # stopping_threshold (a target reached), patience_exhausted, divergence_threshold or
+        # non_finite_metric: Lightning's EarlyStoppingReason; its own sentence is in train.log
+        "stop_reason": callback.stopping_reason.name.lower(),
+    }
