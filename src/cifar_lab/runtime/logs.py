@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,17 @@ from omegaconf import DictConfig, OmegaConf
 # Lightning's info lines that the run plan (training.plan) replaces or that are no use to a
 # user: its advertisements for its cloud products, the device lines (the plan names the
 # device and precision once), and notes on its own defaults. Matched at the start of the message.
-LIGHTNING_NOISE = (
-    "💡 Tip:",  # litlogger / litmodels advertisements
-    "GPU available:",
-    "TPU available:",
-    "Trainer already configured with model summary callbacks",
-    "Loading `train_dataloader` to estimate number of stepping batches",
+LIGHTNING_NOISE = re.compile(
+    "|".join(
+        (
+            "💡 Tip:",  # litlogger / litmodels advertisements
+            "GPU available:",
+            "TPU available:",
+            "Trainer already configured with model summary callbacks",
+            "Loading `train_dataloader` to estimate number of stepping batches",
+            r"`Trainer\(\w+=1\.0\)` was configured so ",  # a limit at its default, 1.0: all batches
+        )
+    )
 )
 # the logger Lightning's rank_zero_info writes to (lightning.pytorch.utilities.rank_zero)
 LIGHTNING_INFO_LOGGER = "lightning.pytorch.utilities.rank_zero"
@@ -29,7 +35,7 @@ class DropLightningNoise(logging.Filter):
     come back under another wording or logger)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(LIGHTNING_NOISE)
+        return LIGHTNING_NOISE.match(str(record.msg)) is None
 
 
 def route_library_logs_through_hydra() -> None:

@@ -96,7 +96,7 @@ def _device_line(run: TrainingRun) -> str:
 def _optimizer_line(cfg: DictConfig) -> str:
     opt = cfg.optimizer
     values = [f"lr {opt.lr}"] + [f"{key} {opt[key]}" for key in _OPTIMIZER_KEYS if opt.get(key) is not None]
-    scheduler = _picked("scheduler", cfg.scheduler) if cfg.get("scheduler") else "none"
+    scheduler = _picked("scheduler", cfg.scheduler) if cfg.get("scheduler") else "no lr schedule"
     return f"{_picked('optimizer', opt)} ({', '.join(values)}), {scheduler}"
 
 
