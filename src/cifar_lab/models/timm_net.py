@@ -25,6 +25,9 @@ _SUGGESTIONS = 5
 def timm_model(num_classes: int, *, name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)``.
 
+    timm drops a ``None`` argument (``+model.drop_rate=null`` means timm's default), and refuses
+    one the architecture does not take (a ConfigError line here).
+
     ``pretrained`` exists only to be refused: this template trains from scratch, and a run
     must not depend on downloading weights (the training machines may have no network)."""
     if pretrained is not False:
