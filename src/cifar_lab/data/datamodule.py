@@ -136,6 +136,12 @@ class CIFARDataModule(pl.LightningDataModule):
         self._require_setup()
         return len(self._splits["train"][1])
 
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """Images in each split: train (after the validation hold-out), val, test."""
+        self._require_setup()
+        return {split: len(labels) for split, (_, labels) in self._splits.items()}
+
     def train_sample(self, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """``count`` normalized, unaugmented training images for a data-driven init.
 

@@ -81,14 +81,15 @@ class AugmentSpec:
                 try:
                     with torch.no_grad():
                         net.eval()(torch.zeros(2, 3, crop, crop))
-                except RuntimeError as err:
+                except (RuntimeError, AssertionError) as err:  # timm asserts a fixed input size
                     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                     setting = (
                         f"data.crop={crop}" if len(self.stages) == 1 else f"data.crop={list(self.crop)} (size {crop})"
                     )
                     raise ConfigError(
                         f"{setting} does not fit model {type(net).__name__}: pick a crop size it takes "
-                        f"(FastNet: >= 9 at kernel_size 2), or data.crop_epochs=0 ({first})"
+                        f"(FastNet: >= 9 at kernel_size 2; a timm ViT: +model.dynamic_img_size=true), "
+                        f"or data.crop_epochs=0 ({first})"
                     ) from None
         finally:
             net.train(was_training)

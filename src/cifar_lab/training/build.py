@@ -131,19 +131,22 @@ def trial_pruning(cfg: DictConfig):
     return pruning_callback(cfg)
 
 
-def fractional_epochs(cfg: DictConfig, datamodule) -> dict[str, int]:
-    """Trainer limits for ``epochs`` (may be fractional, e.g. airbench's 9.9; validate_config checked it)."""
-    epochs = cfg.epochs
+def steps_per_epoch(cfg: DictConfig, datamodule) -> int:
+    """Training steps in a full epoch on each device (before any trainer.limit_train_batches)."""
     world_size = global_batch(1, cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1))
     per_rank = datamodule.num_train // world_size
-    steps_per_epoch = (
-        per_rank // datamodule.batch_size if datamodule.drop_last else -(-per_rank // datamodule.batch_size)
-    )
-    if steps_per_epoch < 1:
+    steps = per_rank // datamodule.batch_size if datamodule.drop_last else -(-per_rank // datamodule.batch_size)
+    if steps < 1:
         raise ConfigError(
             f"data.batch_size={datamodule.batch_size} is larger than the {per_rank} training images per device"
         )
-    return {"max_epochs": math.ceil(epochs), "max_steps": math.ceil(epochs * steps_per_epoch)}
+    return steps
+
+
+def fractional_epochs(cfg: DictConfig, datamodule) -> dict[str, int]:
+    """Trainer limits for ``epochs`` (may be fractional, e.g. airbench's 9.9; validate_config checked it)."""
+    epochs = cfg.epochs
+    return {"max_epochs": math.ceil(epochs), "max_steps": math.ceil(epochs * steps_per_epoch(cfg, datamodule))}
 
 
 def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: list[Any], resume_from=None):

@@ -7,6 +7,7 @@ them as partials and the LightningModule supplies ``total_steps`` once the train
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -17,15 +18,29 @@ from torch.optim.lr_scheduler import LambdaLR
 from cifar_lab.config import check_milestones, check_schedule, validate_optimizer_options
 from cifar_lab.errors import ConfigError
 
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+# timm's norm layers that subclass none of torch's (model=timm; BatchNormAct2d, LayerNorm2d and
+# GroupNormAct do): looked up only when timm is already loaded, so training never imports it
+_TIMM_NORM_NAMES = ("RmsNorm", "RmsNorm2d", "RmsNormFp32", "RmsNorm2dFp32", "SimpleNorm", "SimpleNorm2d")
+
+
+def _norm_types() -> tuple[type, ...]:
+    layers = sys.modules.get("timm.layers")
+    extra = tuple(getattr(layers, name) for name in _TIMM_NORM_NAMES if hasattr(layers, name)) if layers else ()
+    return _NORM_TYPES + extra
 
 
 def _param_kinds(model: nn.Module) -> dict[int, tuple[bool, bool]]:
-    """id(param) -> (is a norm-layer parameter, is a bias)."""
+    """id(param) -> (is a norm-layer parameter, takes no weight decay by kind: a bias, or one the
+    net names in ``no_weight_decay()``, timm's convention for a ViT's position embedding and class token)."""
+    norm_types = _norm_types()
+    declared = getattr(model, "no_weight_decay", None)
+    named = set(declared()) if callable(declared) else set()
+    undecayed = {id(p) for name, p in model.named_parameters() if name in named}
     kinds: dict[int, tuple[bool, bool]] = {}
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            kinds[id(param)] = (isinstance(module, _NORM_TYPES), name == "bias")
+            kinds[id(param)] = (isinstance(module, norm_types), name == "bias" or id(param) in undecayed)
     return kinds
 
 
@@ -35,7 +50,9 @@ def param_groups(
     """Trainable parameters split into optimizer groups.
 
     * ``exclude_norm_and_bias_from_decay``: norm parameters and biases get no weight decay;
-      decaying them only shrinks a scale the next norm layer undoes.
+      decaying them only shrinks a scale the next norm layer undoes. So do the parameters a net
+      lists in ``no_weight_decay()`` (timm's ViTs: ``pos_embed``, ``cls_token``); timm's other
+      1-d parameters (ConvNeXt's layer-scale ``gamma``) are decayed, as the option's name says.
     * ``norm_lr_scale``: norm-layer parameters train ``norm_lr_scale`` times faster (airbench's
       bias_scaler, 64) with weight decay divided by it, so their decay per step is unchanged.
       The group carries ``lr_scale``; ``apply_lr_scales`` turns it into lr and decay.
@@ -45,8 +62,8 @@ def param_groups(
     for param in model.parameters():
         if not param.requires_grad:
             continue
-        is_norm, is_bias = kinds[id(param)]
-        no_decay = exclude_norm_and_bias_from_decay and (is_norm or is_bias)
+        is_norm, undecayed_kind = kinds[id(param)]
+        no_decay = exclude_norm_and_bias_from_decay and (is_norm or undecayed_kind)
         scaled = is_norm and norm_lr_scale != 1.0
         groups.setdefault((no_decay, scaled), []).append(param)
     result = []
