@@ -65,7 +65,7 @@ class ResumeCheckpoint(Checkpoint):
 
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.global_step != self._saved_step or not self.path.is_file():
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_step = trainer.global_step
 
     def _stop_if_preempted(self, trainer: pl.Trainer) -> None:

@@ -116,17 +116,17 @@ def _fit(run: TrainingRun) -> None:
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=fit_ckpt, weights_only=True)
     signum = signalled(trainer, run.preemption)
     if signum is not None:  # signalled after the last training step: keep the finished state
-        trainer.save_checkpoint(checkpoints / "resume.ckpt")
+        trainer.save_checkpoint(checkpoints / "resume.ckpt", weights_only=False)
         raise Preempted(signum)
     savers = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
     if not savers:
         # lean recipes (callbacks=none) save nothing per epoch: keep the final weights
-        trainer.save_checkpoint(checkpoints / "last.ckpt")
+        trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)
     for saver in (c for c in savers if c.save_last is True and c.dirpath):
         # Lightning 2.6 rewrites last.ckpt only at an epoch that saves a top-k one too: after a
         # last epoch with no new best, last.ckpt would still hold an earlier epoch's weights
         last = Path(saver.dirpath) / f"{saver.CHECKPOINT_NAME_LAST}{saver.FILE_EXTENSION}"
-        trainer.save_checkpoint(last)
+        trainer.save_checkpoint(last, weights_only=False)
         saver.last_model_path = str(last)
 
 
