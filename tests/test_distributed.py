@@ -126,7 +126,10 @@ def test_the_test_report_of_sharded_ranks_is_the_report_of_the_whole_split(tmp_p
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    mp.spawn(_report_of_shard, args=(2, port, probs, labels, tmp_path), nprocs=2)
+    # forked, not spawned: the ranks inherit this process's imports (torch, Lightning, torchmetrics)
+    # instead of each importing them again (~9 CPU s a rank); they are still two processes, each
+    # with its own gloo process group, and every op they run is too small to enter a thread pool
+    mp.start_processes(_report_of_shard, args=(2, port, probs, labels, tmp_path), nprocs=2, start_method="fork")
     for rank in range(2):
         saved = torch.load(tmp_path / f"rank{rank}.pt")
         got = saved["report"]

@@ -72,24 +72,39 @@ def test_each_recipe_learns_through_train_at_a_tiny_width(make_cfg, name):
     assert summary["test/acc"] > 0.6, summary["test/acc"]
 
 
-def test_ema_scores_checkpoints_and_ends_on_the_average(make_cfg, tmp_path):
+# the EMA test's three runs, also read by the step-resolution test: 2 epochs of 10 steps, deterministic,
+# CSV logs every 4 steps (logging draws no random numbers, so the runs train the same weights)
+EMA_DECAYS = {"plain": None, "instant": 1e-6, "ema": 0.9}
+
+
+@pytest.fixture(scope="module")
+def resnet18_runs(tmp_path_factory) -> dict:
+    """name -> (summary, last.ckpt, the net load_trained rebuilds, run folder), for EMA_DECAYS."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cifar_lab.runtime.checkpoint import load_trained
+    from tests.conftest import compose_config
+
+    runs = {}
+    for name, decay in EMA_DECAYS.items():
+        out = tmp_path_factory.mktemp(f"resnet18_{name}")
+        extra = [] if decay is None else [f"module.ema_decay={decay}"]
+        overrides = ["experiment=resnet18", *TINY["resnet18"], *SMALL, "epochs=2", "logger=csv", *extra]
+        cfg = compose_config([*overrides, "trainer.log_every_n_steps=4", "trainer.deterministic=true"], out)
+        summary = train(cfg)
+        ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        runs[name] = (summary, ckpt, load_trained(out / "checkpoints" / "last.ckpt").net, out)
+    GlobalHydra.instance().clear()
+    return runs
+
+
+def test_ema_scores_checkpoints_and_ends_on_the_average(resnet18_runs):
     """Training is deterministic here, so the EMA runs train the very weights the plain run ends
     on: an average that forgets at once (decay 1e-6) ends there too, a real one (0.9) elsewhere,
     and that average is what the checkpoint holds and the test pass scored."""
-    from cifar_lab.runtime.checkpoint import load_trained
-
-    def run(*extra):
-        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
-        cfg = make_cfg("experiment=resnet18", *TINY["resnet18"], *SMALL, "epochs=2", *extra, fast=False)
-        cfg.paths.output_dir = str(out)
-        cfg.trainer.deterministic = True
-        summary = train(cfg)
-        ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-        return summary, ckpt, load_trained(out / "checkpoints" / "last.ckpt").net
-
-    plain, plain_ckpt, _ = run()
-    _, instant, _ = run("module.ema_decay=1e-6")
-    ema, ema_ckpt, net = run("module.ema_decay=0.9")
+    plain, plain_ckpt, _, _ = resnet18_runs["plain"]
+    _, instant, _, _ = resnet18_runs["instant"]
+    ema, ema_ckpt, net, _ = resnet18_runs["ema"]
     floats = [k for k, v in plain_ckpt["state_dict"].items() if v.is_floating_point()]
     assert all(torch.allclose(instant["state_dict"][k], plain_ckpt["state_dict"][k], atol=1e-4) for k in floats)
     assert max((ema_ckpt["state_dict"][k] - plain_ckpt["state_dict"][k]).abs().max() for k in floats) > 1e-2
@@ -140,11 +155,9 @@ def test_mixing_alphas_are_checked_in_one_line(make_cfg):
         validate_config(make_cfg("module.cutmix_alpha=-1.0"))
 
 
-def test_generic_runs_log_the_loss_and_lr_at_step_resolution(make_cfg, tmp_path):
-    cfg = make_cfg("experiment=resnet18", *TINY["resnet18"], *SMALL, "epochs=2", "logger=csv", fast=False)
-    cfg.trainer.log_every_n_steps = 4
-    train(cfg)
-    (metrics,) = tmp_path.rglob("metrics.csv")
+def test_generic_runs_log_the_loss_and_lr_at_step_resolution(resnet18_runs):
+    *_, out = resnet18_runs["plain"]  # experiment=resnet18, 2 epochs of 10 steps, trainer.log_every_n_steps=4
+    (metrics,) = out.rglob("metrics.csv")
     rows = list(csv.DictReader(metrics.open()))
     loss_steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
     lr_steps = [int(r["step"]) for r in rows if r.get("lr-SGD")]

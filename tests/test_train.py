@@ -155,34 +155,17 @@ def test_no_network_torchvision_path_fails_with_one_line(make_cfg, monkeypatch):
     assert "data=folder data.path=PATH" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_multirun_writes_one_result_per_job(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "train.py"),
-            "-m",
-            "data=synthetic",
-            "model=seed_cnn",
-            "trainer=cpu",
-            "trainer.max_epochs=1",
-            "logger=csv",
-            "callbacks=none",
-            "seed=0,1",
-            f"hydra.sweep.dir={sweep_dir}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    jobs = sorted(p.parent.name for p in sweep_dir.glob("*/metrics.json"))
-    assert jobs == ["0", "1"]
-    seeds = [json.loads((sweep_dir / j / "metrics.json").read_text())["seed"] for j in jobs]
-    assert seeds == [0, 1]
-    assert (sweep_dir / "0" / ".hydra" / "config.yaml").is_file()
+def test_multirun_writes_one_result_per_job(small_multirun):
+    """`python train.py -m`: one folder per job with its own results and config (the session's
+    small sweep, 2 learning rates x 2 seeds: its own subprocess was ~10 CPU s of imports alone)."""
+    jobs = sorted(p.parent.name for p in small_multirun.glob("*/metrics.json"))
+    assert jobs == ["0", "1", "2", "3"]
+    for job in jobs:
+        seed = json.loads((small_multirun / job / "metrics.json").read_text())["seed"]
+        assert f"- seed={seed}\n" in (small_multirun / job / ".hydra" / "overrides.yaml").read_text()
+        assert (small_multirun / job / ".hydra" / "config.yaml").is_file()
+    seeds = [json.loads((small_multirun / j / "metrics.json").read_text())["seed"] for j in jobs]
+    assert sorted(seeds) == [0, 0, 1, 1]
 
 
 @pytest.mark.skipif(not SHARED_ARCHIVE.is_file(), reason=f"real data not found at {SHARED_ARCHIVE}")
