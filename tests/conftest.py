@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,22 @@ from omegaconf import DictConfig, open_dict
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 SHARED_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (CI runs ``-n 2`` on 2 cores), each worker keeps to a core of its own, so its
+    runs see one usable core (``cpu_threads: null`` gives one torch thread) and its subprocesses
+    inherit that: two workers with two spinning threads each on 2 cores make small ops many times
+    slower. Without xdist nothing changes."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if workers <= len(cores):
+        os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
+        os.environ["OMP_NUM_THREADS"] = "1"  # torch's default before a run sets its own
+
 
 # the smallest sensible run: synthetic data, CPU, no progress bar redraws
 FAST_OVERRIDES = [
