@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cifar_lab.data.sources as sources
+import cifar_lab.data.sources.folder as folder_source
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.cache import default_cache_dir, load_arrays, save_arrays
 from cifar_lab.data.sources import ImageFolderSource, SyntheticSource, TorchvisionCIFAR, TorchvisionCIFAR10
@@ -41,13 +41,13 @@ def load_error(path: Path, cache_dir: Path, **kwargs) -> str:
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts calls of the per-image decoder (a one-element list, to read after the fact)."""
     calls = [0]
-    real = sources.decode_image
+    real = folder_source.decode_image
 
     def counting(*args, **kwargs):
         calls[0] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sources, "decode_image", counting)
+    monkeypatch.setattr(folder_source, "decode_image", counting)
     return calls
 
 
@@ -276,7 +276,7 @@ def test_second_load_does_not_decode(any_source: Path, cache_dir: Path, monkeypa
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the cache is valid")
 
-    monkeypatch.setattr(sources, "decode_image", no_decoding)
+    monkeypatch.setattr(folder_source, "decode_image", no_decoding)
     second = ImageFolderSource(str(any_source), cache_dir=str(cache_dir)).load()
     np.testing.assert_array_equal(first.train_images, second.train_images)
     np.testing.assert_array_equal(first.test_labels, second.test_labels)
