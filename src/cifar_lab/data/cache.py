@@ -26,7 +26,7 @@ from cifar_lab.errors import DataError, one_line
 log = logging.getLogger(__name__)
 
 # Bump when the decoding or the file layout changes, so that old caches are not reused.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: images not image_size x image_size are resampled BICUBIC, not BILINEAR
 
 _KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes")
 

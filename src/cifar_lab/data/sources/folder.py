@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.cache import (
@@ -17,7 +17,7 @@ from cifar_lab.data.cache import (
     save_arrays,
     source_fingerprint,
 )
-from cifar_lab.data.decode import decode_image
+from cifar_lab.data.decode import DECODE_ERRORS, decode_image
 from cifar_lab.data.sources.containers import TAR_SUFFIXES, ZIP_SUFFIXES, Container, archive_kind, open_container
 from cifar_lab.data.sources.layout import LAYOUT_HINT, SPLITS, Layout, ignored
 from cifar_lab.errors import DataError, one_line
@@ -114,7 +114,7 @@ def _decode_all(
     for name, data in container.read(list(slot)):
         try:
             array, size = decode_image(data, image_size)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except DECODE_ERRORS as exc:
             # PIL's own message for an unknown format names a BytesIO object, not the file.
             reason = "unknown format" if isinstance(exc, UnidentifiedImageError) else one_line(exc)
             raise DataError(
