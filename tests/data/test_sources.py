@@ -405,6 +405,23 @@ def test_unwritable_cache_only_warns(image_tree: Path, tmp_path: Path, caplog) -
     assert any("could not write the data cache" in r.getMessage() for r in caplog.records)
 
 
+def test_cache_is_written_through_the_shared_atomic_helper(tmp_path: Path) -> None:
+    """save_arrays goes through runtime.io.atomic_open: readable by all, no temp file left, and a
+    write that fails midway leaves the previous file untouched."""
+    from cifar_lab.runtime.io import atomic_open
+
+    arrays = SyntheticSource(num_classes=2, train_per_class=3, test_per_class=2, image_size=8).load()
+    target = tmp_path / "x.npz"
+    save_arrays(target, arrays)
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npz"]
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError, match="cut"), atomic_open(target) as f:
+        f.write(b"half a cache")
+        raise RuntimeError("cut")
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["x.npz"]
+
+
 def test_save_and_load_arrays_roundtrip(tmp_path: Path) -> None:
     arrays = SyntheticSource(num_classes=2, train_per_class=3, test_per_class=2, image_size=8).load()
     save_arrays(tmp_path / "x.npz", arrays)
