@@ -10,7 +10,7 @@ converted to RGB when they are not RGB already):
 
 1. ``draft`` first: a JPEG at least twice the target size in both sides is decoded at 1/2, 1/4
    or 1/8 scale by libjpeg's scaled IDCT (an averaging, so antialiased), never below the target.
-   A 4000x3000 photo decodes ~10x faster; other formats ignore it.
+   A big photo decodes several times faster; other formats ignore it.
 2. then ``resize`` with BICUBIC: Pillow scales the filter's support with the reduction, so a
    downscale is properly antialiased (no aliasing from skipped pixels), and an upscale of a small
    image is smoother than BILINEAR's. ``reducing_gap=3.0`` lets Pillow box-reduce a huge non-JPEG
