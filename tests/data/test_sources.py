@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cifar_lab.data.sources as sources
+import cifar_lab.data.sources.folder as folder_source
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.cache import default_cache_dir, load_arrays, save_arrays
 from cifar_lab.data.sources import ImageFolderSource, SyntheticSource, TorchvisionCIFAR, TorchvisionCIFAR10
@@ -41,13 +41,13 @@ def load_error(path: Path, cache_dir: Path, **kwargs) -> str:
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts calls of the per-image decoder (a one-element list, to read after the fact)."""
     calls = [0]
-    real = sources.decode_image
+    real = folder_source.decode_image
 
     def counting(*args, **kwargs):
         calls[0] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sources, "decode_image", counting)
+    monkeypatch.setattr(folder_source, "decode_image", counting)
     return calls
 
 
@@ -276,7 +276,7 @@ def test_second_load_does_not_decode(any_source: Path, cache_dir: Path, monkeypa
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the cache is valid")
 
-    monkeypatch.setattr(sources, "decode_image", no_decoding)
+    monkeypatch.setattr(folder_source, "decode_image", no_decoding)
     second = ImageFolderSource(str(any_source), cache_dir=str(cache_dir)).load()
     np.testing.assert_array_equal(first.train_images, second.train_images)
     np.testing.assert_array_equal(first.test_labels, second.test_labels)
@@ -403,6 +403,23 @@ def test_unwritable_cache_only_warns(image_tree: Path, tmp_path: Path, caplog) -
         arrays = ImageFolderSource(str(image_tree), cache_dir=str(blocker / "cache")).load()
     assert len(arrays.train_images) == 12
     assert any("could not write the data cache" in r.getMessage() for r in caplog.records)
+
+
+def test_cache_is_written_through_the_shared_atomic_helper(tmp_path: Path) -> None:
+    """save_arrays goes through runtime.io.atomic_open: readable by all, no temp file left, and a
+    write that fails midway leaves the previous file untouched."""
+    from cifar_lab.runtime.io import atomic_open
+
+    arrays = SyntheticSource(num_classes=2, train_per_class=3, test_per_class=2, image_size=8).load()
+    target = tmp_path / "x.npz"
+    save_arrays(target, arrays)
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npz"]
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError, match="cut"), atomic_open(target) as f:
+        f.write(b"half a cache")
+        raise RuntimeError("cut")
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["x.npz"]
 
 
 def test_save_and_load_arrays_roundtrip(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 One uncompressed ``.npz`` per (source, decode settings): reading it back is a plain memory copy
 (~0.2 s for CIFAR-10), and its zip CRCs catch a corrupt file. Files are written atomically
-(temporary file in the same folder + ``os.replace``), so a crash or a second process never
-leaves a half-written cache behind under the final name.
+(``cifar_lab.runtime.io.atomic_open``: a temporary file in the same folder, fsynced, then renamed
+over the final name), so a crash, a power loss or a second process never leaves a half-written
+cache behind under the final name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,11 +22,12 @@ import numpy as np
 
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.errors import DataError, one_line
+from cifar_lab.runtime.io import atomic_open
 
 log = logging.getLogger(__name__)
 
 # Bump when the decoding or the file layout changes, so that old caches are not reused.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: images not image_size x image_size are resampled BICUBIC, not BILINEAR
 
 _KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes")
 
@@ -81,7 +82,6 @@ def save_arrays(path: Path, arrays: ImageArrays) -> None:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         log.warning(
             "could not write the data cache to '%s' (%s); set paths.cache_dir or "
@@ -91,8 +91,8 @@ def save_arrays(path: Path, arrays: ImageArrays) -> None:
         )
         return
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide a shared cache from others
+        # 0644: mkstemp's 0600 would hide a shared cache from the other users of the folder.
+        with atomic_open(path, mode=0o644) as f:
             np.savez(
                 f,
                 train_images=arrays.train_images,
@@ -101,8 +101,6 @@ def save_arrays(path: Path, arrays: ImageArrays) -> None:
                 test_labels=arrays.test_labels,
                 classes=np.array(arrays.classes, dtype=str),
             )
-        # No fsync: a file cut short by a power loss fails load_arrays' checks and is rebuilt.
-        os.replace(tmp, path)
     except OSError as exc:
         log.warning(
             "could not write the data cache '%s' (%s); set paths.cache_dir or "
@@ -110,7 +108,6 @@ def save_arrays(path: Path, arrays: ImageArrays) -> None:
             path,
             exc,
         )
-        _remove(Path(tmp))
 
 
 def load_arrays(path: Path) -> ImageArrays | None:

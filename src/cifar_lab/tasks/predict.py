@@ -1,7 +1,8 @@
 """`cifar-lab predict --ckpt PATH IMAGES...`: classify your own image files.
 
-Any size and mode is accepted: each image is converted to RGB and resized to the net's
-32x32, then normalized with the training statistics stored in the checkpoint.
+Any size and mode is accepted: each image is decoded as training data is (converted to RGB and
+resized to the net's 32x32 by ``cifar_lab.data.decode``), then normalized with the training
+statistics stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -29,20 +30,16 @@ class Prediction:
 
 
 def load_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> Any:
-    """(H, W, 3) uint8 array of the image, resized to size x size (antialiased)."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    """(H, W, 3) uint8 array of the image, resized to size x size exactly as training data is
+    (``cifar_lab.data.decode``: the same RGB conversion and the same antialiased resampling)."""
+    from cifar_lab.data.decode import DECODE_ERRORS, decode_image
 
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image {path} does not exist" if not path.exists() else f"{path} is not a file")
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-            return np.asarray(image, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        return decode_image(path, size)[0]
+    except DECODE_ERRORS as err:
         raise ImageError(f"cannot read image {path} ({err.__class__.__name__})") from None
 
 
