@@ -17,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cifar_lab.config import (  # also registers the cifar_lab.* resolvers
     ignored_value,
-    instantiate_at,
     typed_keys,
     validate_data_config,
 )
 from cifar_lab.errors import CheckpointError, ConfigError, exits_on_user_error
+from cifar_lab.instantiate import instantiate_at
 from cifar_lab.overrides import overrides_read_first
 from cifar_lab.tasks.train import config_dir
 

@@ -1,6 +1,6 @@
 """The run's pieces from the config: data, module, loggers, callbacks, trainer.
 
-Everything is built by Hydra's ``instantiate`` (through ``config.instantiate_at``, which turns
+Everything is built by Hydra's ``instantiate`` (through ``instantiate.instantiate_at``, which turns
 a constructor's ConfigError into one line naming the config key); what the config cannot say
 alone (the data's class count, the run folder, a resumed checkpoint) is added here.
 """
@@ -14,8 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.config import global_batch, instantiate_at
+from cifar_lab.config import global_batch
 from cifar_lab.errors import ConfigError
+from cifar_lab.instantiate import instantiate_at
 
 
 def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:

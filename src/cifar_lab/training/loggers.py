@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.errors import ConfigError
+from cifar_lab.instantiate import instantiate_at
 
 # where a checkpoint keeps the ids of the logger runs it belongs to: {config name: {logger, version}}
 RUN_IDS_KEY = "cifar_lab_loggers"
@@ -96,8 +97,6 @@ def continue_runs(entries: dict[str, Any], checkpoint: dict[str, Any]) -> None:
 def build_loggers(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> tuple[list[Any], Any]:
     """cfg.logger's loggers (continuing the runs of ``checkpoint`` when resumed), and the callback
     that records their run ids in every checkpoint (None without loggers)."""
-    from cifar_lab.config import instantiate_at
-
     check_logger_extras(cfg)
     node = cfg.get("logger")
     entries = OmegaConf.to_container(node, resolve=True) if node else {}
