@@ -205,7 +205,9 @@ from cifar_lab.training.loggers import build_loggers
 from cifar_lab.training.publish import close_loggers, figure_loggers, publish_figure, publish_summary
 entries = {{name: OmegaConf.load(f"conf/logger/{{name}}.yaml")[name] for name in ("tensorboard", "csv")}}
 cfg = OmegaConf.create({{"paths": {{"output_dir": "{tmp_path}"}}, "logger": entries, "seed": 0}})
-loggers, run_ids = build_loggers(cfg, {{"global_step": 3}})
+loggers, named = build_loggers(cfg, {{"global_step": 3}})
+from cifar_lab.training.run_ids import RunIds
+RunIds(named)
 publish_figure(figure_loggers(loggers), "test/figure", new_figure(2, 2), 3)
 publish_summary(loggers, cfg, {{"test/acc": 0.5, "train_time_s": 1.0, "steps": 3}})
 close_loggers(loggers, success=True)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cifar_lab.tasks import cli, report
+from cifar_lab.reports.jobs import Job, ReportError, common_overrides, find_jobs, group_jobs, varying_keys
+from cifar_lab.reports.plot import choose_x, plot_figure
+from cifar_lab.tasks import cli
 from tests.conftest import QUICK_RUN, REPO_ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -98,8 +100,8 @@ def test_console_script_bad_input_has_no_traceback(tmp_path):
     assert result.stderr.strip() == f"error: {tmp_path / 'nope'} does not exist"
 
 
-def _job(path: str, status: str = "completed", acc: float = 0.5, **overrides: str) -> report.Job:
-    return report.Job(Path(path), dict(overrides), {"test/acc": acc, "status": status}, status)
+def _job(path: str, status: str = "completed", acc: float = 0.5, **overrides: str) -> Job:
+    return Job(Path(path), dict(overrides), {"test/acc": acc, "status": status}, status)
 
 
 def test_grouping_and_the_plot_pick_the_swept_parameter():
@@ -109,15 +111,15 @@ def test_grouping_and_the_plot_pick_the_swept_parameter():
             (lr, model, seed) for lr in ("0.1", "0.01", "1") for model in ("fast", "wide") for seed in (0, 1)
         )
     ]
-    groups = report.group_jobs(jobs)
+    groups = group_jobs(jobs)
     assert len(groups) == 6 and all(len(g.jobs) == 2 for g in groups)
-    assert report.varying_keys(groups) == ["model", "optimizer.lr"]
-    assert report.common_overrides(groups) == {"data": "synthetic"}
-    assert report.choose_x(groups) == "optimizer.lr"  # numeric beats categorical
-    assert report.choose_x(groups, "model") == "model"
-    with pytest.raises(report.ReportError, match="not a swept parameter"):
-        report.choose_x(groups, "seed")
-    figure = report.plot_figure(groups)
+    assert varying_keys(groups) == ["model", "optimizer.lr"]
+    assert common_overrides(groups) == {"data": "synthetic"}
+    assert choose_x(groups) == "optimizer.lr"  # numeric beats categorical
+    assert choose_x(groups, "model") == "model"
+    with pytest.raises(ReportError, match="not a swept parameter"):
+        choose_x(groups, "seed")
+    figure = plot_figure(groups)
     ax = figure.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["model=fast", "model=wide"]
     assert ax.get_xscale() == "log"  # 0.01 .. 1
@@ -150,5 +152,5 @@ def test_optuna_search_resumes_and_records_a_failed_trial(tmp_path):
     metrics = json.loads((sweep / "1" / "metrics.json").read_text())
     assert "val/acc_best" in metrics  # what the study maximized
 
-    jobs = report.find_jobs(sweep)
+    jobs = find_jobs(sweep)
     assert [(j.path.name, j.failed) for j in jobs] == [("0", True), ("1", False)]

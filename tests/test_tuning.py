@@ -13,8 +13,8 @@ import torch
 
 from cifar_lab.config import validate_config
 from cifar_lab.errors import ConfigError
+from cifar_lab.reports.jobs import ReportError, find_jobs
 from cifar_lab.tasks.lr_find import find, initialise_like_training, lr_find, sweep_config
-from cifar_lab.tasks.report import ReportError, find_jobs
 from cifar_lab.tasks.train import train
 from cifar_lab.training.build import build_run
 from tests.conftest import REPO_ROOT, TINY_RUN

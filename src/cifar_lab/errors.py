@@ -1,18 +1,25 @@
 """User-facing errors: each one is printed as a single line, without a traceback.
 
-The helpers here are the one way a command turns a bad input into that line (``print_error``) and
-a library's exception into a short reason inside it (``one_line``): no torch, so config
-checks can use them before anything heavy is imported.
+The helpers here are the one way a command turns a bad input into that line and exit status 2
+(``exits_on_user_error``) and a library's exception into a short reason inside it (``one_line``):
+no torch, so config checks can use them before anything heavy is imported.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
 # the exit status of a usage error (what argparse exits with): bad config, data or checkpoint
 EXIT_USAGE = 2
+# the status of a command stopped with Ctrl-C (128 + SIGINT, what a shell reports)
+EXIT_INTERRUPTED = 130
 # how much of a library's message a reason keeps: the error line must stay readable
 REASON_CHARS = 100
+
+T = TypeVar("T")
 
 
 class CifarLabError(Exception):
@@ -51,7 +58,34 @@ def one_line(exc: object, limit: int | None = REASON_CHARS) -> str:
     return text
 
 
-def print_error(err: BaseException | str) -> int:
-    """Print ``error: <err>`` as the one stderr line of a bad input; return the exit status (2)."""
-    print(f"error: {err}", file=sys.stderr)
-    return EXIT_USAGE
+class UserErrorExit(SystemExit):
+    """The exit of :func:`exits_on_user_error` (status 2): a SystemExit, so uncaught it ends the
+    process like ``sys.exit(2)``; its own type lets `cifar-lab` return the status instead."""
+
+
+@contextmanager
+def exits_on_user_error() -> Iterator[None]:
+    """Run the block (or, as a decorator, the function); a CifarLabError in it is printed as the
+    one stderr line ``error: <err>`` and ends the process with exit status 2 (UserErrorExit).
+
+    The one place that line is written: every entry point (train.py, eval.py, `cifar-lab`, the
+    Optuna sweeper, the override check) runs under it, so a bad input reads the same everywhere.
+    """
+    try:
+        yield
+    except CifarLabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise UserErrorExit(EXIT_USAGE) from None
+
+
+def run_command(command: Callable[[T], int], args: T) -> int:
+    """``command(args)``'s exit status, a user error's being 2 (after its line) and Ctrl-C's 130:
+    a `cifar-lab` subcommand returns its status, as the console script's ``sys.exit(main())`` wants."""
+    try:
+        with exits_on_user_error():
+            return command(args)
+    except UserErrorExit:
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

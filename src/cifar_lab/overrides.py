@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from cifar_lab.errors import ConfigError, one_line, print_error
+from cifar_lab.errors import ConfigError, exits_on_user_error, one_line
 
 GRAMMAR_URL = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
@@ -61,10 +61,8 @@ def overrides_read_first(hydra_main: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(hydra_main)
     def main(*args: Any, **kwargs: Any) -> T:
         if not args and not kwargs and os.environ.get("HYDRA_FULL_ERROR") != "1":
-            try:
+            with exits_on_user_error():
                 check_command_line(sys.argv[1:])
-            except ConfigError as err:
-                sys.exit(print_error(err))
         return hydra_main(*args, **kwargs)
 
     return main

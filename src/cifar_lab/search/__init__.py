@@ -1,5 +1,6 @@
 """Hyperparameter search on Optuna (`hparams_search=optuna`): the search space, the study's
-sampler, pruner and storage, the job-side pruning callback and the search report.
+sampler, pruner and storage, and the job-side pruning callback (the search's report is
+cifar_lab.reports.search).
 
 Optuna is an optional extra (``pip install -e ".[search]"``): nothing here imports it at
 module level, and :func:`require_optuna` turns its absence into one line saying what to install.

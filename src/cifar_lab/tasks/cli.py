@@ -2,27 +2,17 @@
 
 Each subcommand lives in its own module and imports torch, rich or matplotlib only when it
 runs, so `cifar-lab --help` answers at once. A user's mistake (a missing path, a foreign
-checkpoint, an unreadable image) prints one ``error:`` line and exits with status 2.
+checkpoint, an unreadable image) prints one ``error:`` line and exits with status 2
+(cifar_lab.errors.run_command).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from cifar_lab.errors import CifarLabError, print_error
-
-
-def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a subcommand; user errors become one stderr line and exit code 2."""
-    try:
-        return command(args)
-    except CifarLabError as err:
-        return print_error(err)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+from cifar_lab.errors import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:

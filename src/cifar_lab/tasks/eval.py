@@ -9,7 +9,6 @@ confusion matrix and the most confident mistakes).
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cifar_lab.config import (  # also registers the cifar_lab.* resolvers
     ignored_value,
-    instantiate_at,
     typed_keys,
     validate_data_config,
 )
-from cifar_lab.errors import CheckpointError, CifarLabError, ConfigError, print_error
+from cifar_lab.errors import CheckpointError, ConfigError, exits_on_user_error
+from cifar_lab.instantiate import instantiate_at
 from cifar_lab.overrides import overrides_read_first
 from cifar_lab.tasks.train import config_dir
 
@@ -236,10 +235,8 @@ def _write_outputs(
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
     """`python eval.py ckpt_path=...` and `python -m cifar_lab.tasks.eval ckpt_path=...`."""
-    try:
+    with exits_on_user_error():
         evaluate(cfg)
-    except CifarLabError as err:
-        sys.exit(print_error(err))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cifar_lab.config import validate_config
-from cifar_lab.errors import CifarLabError, print_error
+from cifar_lab.errors import CifarLabError, exits_on_user_error
 from cifar_lab.overrides import overrides_read_first
 from cifar_lab.runtime.logs import display_path
 from cifar_lab.training.failures import (
@@ -193,31 +193,32 @@ def main(cfg: DictConfig) -> float | None:
     """`python train.py ...` and the `cifar-lab-train` console script."""
     from cifar_lab.runtime.resume import Preempted, PreemptedExit
 
-    try:
-        if cfg.get("tune") is not None:  # tune=lr_find: the lr range test instead of training
-            from cifar_lab.tasks.lr_find import lr_find
+    with exits_on_user_error():  # a single run's user error: its one line and exit status 2
+        try:
+            if cfg.get("tune") is not None:  # tune=lr_find: the lr range test instead of training
+                from cifar_lab.tasks.lr_find import lr_find
 
-            lr_find(cfg)
-            return None
-        return optimized_value(cfg, train(cfg))
-    except Preempted as stop:
-        # pre-emption stops the whole process (a sweep too): one line, the way back in
-        message = getattr(stop, "message", None) or (
-            f"stopped by {signal.Signals(stop.signum).name} at once (before training, or a second signal): no new "
-            f"checkpoint; run the same command again (add resume=latest in the same run folder to continue)"
-        )
-        log.warning("%s", message)
-        print(message, file=sys.stderr)
-        raise PreemptedExit(stop.signum) from None  # status 128 + signal number
-    except CifarLabError as err:
-        if _is_multirun():
-            log.error("error: %s", err)
-            return math.nan  # one bad job must not end the sweep
-        sys.exit(print_error(err))
-    except Exception:
-        if not _is_multirun():
-            raise
-        # a crashed job is recorded (metrics.json status failed, traceback in its log) and the
-        # sweep goes on: the other jobs' results are never lost
-        log.exception("job failed")
-        return math.nan
+                lr_find(cfg)
+                return None
+            return optimized_value(cfg, train(cfg))
+        except Preempted as stop:
+            # pre-emption stops the whole process (a sweep too): one line, the way back in
+            message = getattr(stop, "message", None) or (
+                f"stopped by {signal.Signals(stop.signum).name} at once (before training, or a second signal): no new "
+                f"checkpoint; run the same command again (add resume=latest in the same run folder to continue)"
+            )
+            log.warning("%s", message)
+            print(message, file=sys.stderr)
+            raise PreemptedExit(stop.signum) from None  # status 128 + signal number
+        except CifarLabError as err:
+            if not _is_multirun():
+                raise
+            log.error("error: %s", err)  # logged: one bad job must not end the sweep
+            return math.nan
+        except Exception:
+            if not _is_multirun():
+                raise
+            # a crashed job is recorded (metrics.json status failed, traceback in its log) and the
+            # sweep goes on: the other jobs' results are never lost
+            log.exception("job failed")
+            return math.nan

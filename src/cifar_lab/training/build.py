@@ -1,6 +1,6 @@
 """The run's pieces from the config: data, module, loggers, callbacks, trainer.
 
-Everything is built by Hydra's ``instantiate`` (through ``config.instantiate_at``, which turns
+Everything is built by Hydra's ``instantiate`` (through ``instantiate.instantiate_at``, which turns
 a constructor's ConfigError into one line naming the config key); what the config cannot say
 alone (the data's class count, the run folder, a resumed checkpoint) is added here.
 """
@@ -14,8 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.config import global_batch, instantiate_at
+from cifar_lab.config import global_batch
 from cifar_lab.errors import ConfigError
+from cifar_lab.instantiate import instantiate_at
 
 
 def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
@@ -219,10 +220,12 @@ def build_run(cfg: DictConfig, preemption, ckpt_path: Path | None, checkpoint: d
     datamodule.augment_spec.check_model_takes_crops(module.net, datamodule.image_size)
     from cifar_lab.training.loggers import build_loggers
 
-    loggers, run_ids = build_loggers(cfg, checkpoint)  # resumed: the same runs (training.loggers)
+    loggers, named = build_loggers(cfg, checkpoint)  # resumed: the same runs (training.loggers)
     callbacks, pruning = build_callbacks(cfg, datamodule, loggers, preemption)
-    if run_ids is not None:
-        callbacks.append(run_ids)
+    if named:
+        from cifar_lab.training.run_ids import RunIds
+
+        callbacks.append(RunIds(named))  # their run ids in every checkpoint: what a resume continues
     resume_from = (ckpt_path, checkpoint) if checkpoint is not None else None
     trainer = build_trainer(cfg, datamodule, callbacks, loggers, resume_from)
     return TrainingRun(cfg, datamodule, module, trainer, pruning, ckpt_path, preemption)

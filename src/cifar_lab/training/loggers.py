@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lab.errors import ConfigError
+from cifar_lab.instantiate import instantiate_at
 
 # where a checkpoint keeps the ids of the logger runs it belongs to: {config name: {logger, version}}
 RUN_IDS_KEY = "cifar_lab_loggers"
@@ -93,11 +94,9 @@ def continue_runs(entries: dict[str, Any], checkpoint: dict[str, Any]) -> None:
             entry[argument] = run["version"]  # a run id typed on the command line wins
 
 
-def build_loggers(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> tuple[list[Any], Any]:
-    """cfg.logger's loggers (continuing the runs of ``checkpoint`` when resumed), and the callback
-    that records their run ids in every checkpoint (None without loggers)."""
-    from cifar_lab.config import instantiate_at
-
+def build_loggers(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> tuple[list[Any], dict[str, Any]]:
+    """cfg.logger's loggers (continuing the runs of ``checkpoint`` when resumed), as a list and by
+    config name (what training.run_ids.RunIds records in every checkpoint)."""
     check_logger_extras(cfg)
     node = cfg.get("logger")
     entries = OmegaConf.to_container(node, resolve=True) if node else {}
@@ -108,8 +107,4 @@ def build_loggers(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> tuple[l
     if checkpoint is not None:
         continue_runs(entries, checkpoint)
     named = {name: instantiate_at(f"logger.{name}", entry) for name, entry in entries.items()}
-    if not named:
-        return [], None
-    from cifar_lab.training.run_ids import RunIds
-
-    return list(named.values()), RunIds(named)
+    return list(named.values()), named

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from cifar_lab.errors import CifarLabError, print_error
+from cifar_lab.errors import exits_on_user_error
 from cifar_lab.search.study import TRIAL_KEY  # no Optuna import: Hydra scans this module at start-up
 
 log = logging.getLogger(__name__)
@@ -60,10 +59,8 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         """Run the search; a configuration mistake is one ``error:`` line and exit status 2."""
-        try:
+        with exits_on_user_error():
             self._sweep(arguments)
-        except CifarLabError as err:
-            sys.exit(print_error(err))
 
     def _sweep(self, arguments: Sequence[str]) -> None:
         from cifar_lab.search import SearchConfigError, require_optuna
