@@ -87,7 +87,9 @@ def run_train_py(overrides: list[str], workdir: Path) -> dict:
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return json.loads((run_dir / "metrics.json").read_text())
+    from cifar_lab.runtime.run_folder import RunFolder
+
+    return RunFolder(run_dir).read_metrics()
 
 
 def run_airbench(arrays, device: str, seed: int, workdir: Path, warmup: bool) -> dict:

@@ -77,7 +77,9 @@ def run_lightning(args: argparse.Namespace, seed: int, workdir: Path, extra: lis
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return json.loads((run_dir / "metrics.json").read_text())
+    from cifar_lab.runtime.run_folder import RunFolder
+
+    return RunFolder(run_dir).read_metrics()
 
 
 def main() -> None:

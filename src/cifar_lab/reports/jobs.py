@@ -3,7 +3,6 @@ the groups of jobs that differ only in the seed (the settings a report averages 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cifar_lab.errors import CifarLabError
+from cifar_lab.runtime.run_folder import HYDRA_DIR, LR_FIND_FILE, METRICS_FILE, MetricsNotAnObject, RunFolder, RunStatus
 
 IGNORED_KEYS = ("seed",)
 
@@ -31,7 +31,7 @@ class Job:
 
     @property
     def failed(self) -> bool:
-        return self.status != "completed"
+        return self.status != RunStatus.COMPLETED
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Group:
 # -- finding jobs ----------------------------------------------------------------------------
 def read_overrides(job_dir: Path) -> dict[str, str]:
     """``key=value`` lines of .hydra/overrides.yaml as a dict ('+'/'++' prefixes dropped)."""
-    path = job_dir / ".hydra" / "overrides.yaml"
+    path = RunFolder(job_dir).overrides
     if not path.is_file():
         return {}
     import yaml  # comes with Hydra (omegaconf)
@@ -75,28 +75,26 @@ def read_overrides(job_dir: Path) -> dict[str, str]:
 
 
 def _read_job(job_dir: Path) -> Job | None:
-    metrics_path = job_dir / "metrics.json"
+    folder = RunFolder(job_dir)
     overrides = read_overrides(job_dir)
-    if not metrics_path.is_file():
+    if not folder.metrics.is_file():
         return Job(job_dir, overrides, {}, "failed: no metrics.json")
     try:
-        metrics = json.loads(metrics_path.read_text())
+        metrics = folder.read_metrics()
+    except MetricsNotAnObject:
+        return Job(job_dir, overrides, {}, "failed: metrics.json is not an object")
     except (OSError, ValueError) as err:
         return Job(job_dir, overrides, {}, f"failed: unreadable metrics.json ({err.__class__.__name__})")
-    if not isinstance(metrics, dict):
-        return Job(job_dir, overrides, {}, "failed: metrics.json is not an object")
     if metrics.get("kind") == "eval":
         return None  # an eval of a checkpoint, not a training job
-    status = str(metrics.get("status", "completed"))
-    return Job(job_dir, overrides, metrics, status if status == "completed" else f"failed: status {status}")
+    status = str(metrics.get("status", RunStatus.COMPLETED.value))
+    return Job(job_dir, overrides, metrics, status if status == RunStatus.COMPLETED else f"failed: status {status}")
 
 
 def find_jobs(root: str | os.PathLike) -> list[Job]:
     """Every job folder under ``root`` (itself included): one with a metrics.json, or a
     Hydra job folder (.hydra/) without one, which is a job that died before writing it. An lr
     sweep's folder (tune=lr_find: lr_find.json, no metrics.json) trained nothing: not a job."""
-    from cifar_lab.tasks.lr_find import RESULT_FILE as LR_FIND_FILE
-
     root = Path(root)
     if not root.exists():
         raise ReportError(f"{root} does not exist")
@@ -105,10 +103,10 @@ def find_jobs(root: str | os.PathLike) -> list[Job]:
     jobs = []
     for current, dirs, files in os.walk(root):
         here = Path(current)
-        if LR_FIND_FILE in files and "metrics.json" not in files:
+        if LR_FIND_FILE in files and METRICS_FILE not in files:
             dirs[:] = []
             continue
-        if "metrics.json" in files or ".hydra" in dirs:
+        if METRICS_FILE in files or HYDRA_DIR in dirs:
             job = _read_job(here)
             if job is not None:
                 jobs.append(job)

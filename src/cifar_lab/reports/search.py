@@ -46,13 +46,12 @@ def _load_study(root: Path, storage: str | None, study_name: str | None) -> Any:
 
 
 def _job_metrics(root: Path, number: int) -> dict[str, Any]:
-    import json
+    from cifar_lab.runtime.run_folder import RunFolder
 
     try:
-        data = json.loads((root / str(number) / "metrics.json").read_text())
-    except (OSError, ValueError):
+        return RunFolder(root / str(number)).read_metrics()
+    except (OSError, ValueError):  # none, unreadable, or not an object
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _command(root: Path, number: int, params: dict[str, Any]) -> str:

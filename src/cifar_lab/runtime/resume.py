@@ -20,9 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cifar_lab.runtime.run_folder import RESUME_FILE, RunFolder
+
 log = logging.getLogger(__name__)
 
-RESUME_FILE = "resume.ckpt"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _EXTRA_SIGNALS: list[int] = []  # also_preempt_on's, for the runs started inside it
 
@@ -141,7 +142,7 @@ def checkpoint_dirs(cfg) -> list[Path]:
     """Where this run's checkpoints go: checkpoints/ of the run folder (and ModelCheckpoint's)."""
     from omegaconf import OmegaConf
 
-    dirs = [Path(cfg.paths.output_dir) / "checkpoints"]
+    dirs = [RunFolder.of(cfg).checkpoints]
     configured = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
     if configured and Path(str(configured)) not in dirs:
         dirs.append(Path(str(configured)))

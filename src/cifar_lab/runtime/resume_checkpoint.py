@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
 
-from cifar_lab.runtime.resume import RESUME_FILE, Preempted, Preemption
+from cifar_lab.runtime.resume import Preempted, Preemption
 from cifar_lab.training.loop import sync_every
 
 
@@ -34,8 +34,8 @@ class ResumeCheckpoint(Checkpoint):
     last step, and after the fit: a signal during validation stops the run at the next of those.
     """
 
-    def __init__(self, dirpath: str | Path, every_n_steps: int | None, preemption: Preemption | None = None) -> None:
-        self.path = Path(dirpath) / RESUME_FILE
+    def __init__(self, path: str | Path, every_n_steps: int | None, preemption: Preemption | None = None) -> None:
+        self.path = Path(path)  # the run folder's resume.ckpt (RunFolder.resume_checkpoint)
         self.every_n_steps = every_n_steps
         self.preemption = preemption
         self._saved_step = -1

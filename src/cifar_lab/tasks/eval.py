@@ -23,6 +23,7 @@ from cifar_lab.config import (  # also registers the cifar_lab.* resolvers
 from cifar_lab.errors import CheckpointError, ConfigError, exits_on_user_error
 from cifar_lab.instantiate import instantiate_at
 from cifar_lab.overrides import overrides_read_first
+from cifar_lab.runtime.run_folder import RunFolder, RunStatus
 from cifar_lab.tasks.train import config_dir
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def _summary(
         "tta_level": tta_level,
         "num_test": int(matrix.sum()),
         "seed": cfg.seed,
-        "status": "completed",
+        "status": RunStatus.COMPLETED.value,
     }
 
 
@@ -216,11 +217,11 @@ def _write_outputs(
 ) -> None:
     """confusion_matrix.png, metrics.json, and the scalars for every logger."""
     from cifar_lab.runtime.figures import confusion_figure, png_bytes
-    from cifar_lab.runtime.io import atomic_write_bytes, write_json_atomic
+    from cifar_lab.runtime.io import atomic_write_bytes
 
     figure = confusion_figure(report["confusion_matrix"], summary["classes"])
     atomic_write_bytes(output_dir / "confusion_matrix.png", png_bytes(figure))
-    write_json_atomic(output_dir / "metrics.json", summary)
+    RunFolder(output_dir).write_metrics(summary)
     per_class = summary["test/acc_per_class"]
     scalars = {
         "test/ece": summary["test/ece"],

@@ -22,18 +22,15 @@ import copy
 import logging
 import math
 import shlex
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
 from cifar_lab.config import lr_find_range, validate_config
 from cifar_lab.errors import ConfigError
+from cifar_lab.runtime.run_folder import LR_FIND_PLOT, RunFolder
 
 log = logging.getLogger(__name__)
-
-PLOT_FILE = "lr_find.png"
-RESULT_FILE = "lr_find.json"
 
 
 def lr_find(cfg: DictConfig) -> dict[str, Any]:
@@ -62,14 +59,14 @@ def _lr_find(cfg: DictConfig) -> dict[str, Any]:
     run = build_run(sweep_config(cfg), preemption=None, ckpt_path=None, checkpoint=None)
     initialise_like_training(cfg, run)
     results = find(run, cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    _write(output_dir, results, run.trainer.is_global_zero)
+    folder = RunFolder.of(cfg)
+    _write(folder, results, run.trainer.is_global_zero)
     if results["suggested_lr"] is None:
         raise ConfigError(
             f"the lr sweep gave no suggestion: {results['steps']} steps left too few finite losses after the first 10 "
-            f"(see {PLOT_FILE}); widen tune.min_lr/tune.max_lr or raise tune.num_training"
+            f"(see {LR_FIND_PLOT}); widen tune.min_lr/tune.max_lr or raise tune.num_training"
         )
-    _report(results, output_dir)
+    _report(results, folder)
     return results
 
 
@@ -187,19 +184,19 @@ def train_command(lr: float | None) -> str:
     return " ".join(["python train.py", *(shlex.quote(o) for o in keep), lr_text])  # ready to paste
 
 
-def _write(output_dir: Path, results: dict[str, Any], is_global_zero: bool) -> None:
+def _write(folder: RunFolder, results: dict[str, Any], is_global_zero: bool) -> None:
     from cifar_lab.runtime.figures import lr_find_figure, png_bytes
     from cifar_lab.runtime.io import atomic_write_bytes, write_json_atomic
 
     if not is_global_zero:
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output_dir / RESULT_FILE, results)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder.lr_find, results)
     figure = lr_find_figure(results["lr"], results["loss"], results["suggested_lr"], results["mode"])
-    atomic_write_bytes(output_dir / PLOT_FILE, png_bytes(figure))
+    atomic_write_bytes(folder.lr_find_plot, png_bytes(figure))
 
 
-def _report(results: dict[str, Any], output_dir: Path) -> None:
+def _report(results: dict[str, Any], folder: RunFolder) -> None:
     from cifar_lab.runtime.logs import display_path
 
     lr = results["suggested_lr"]
@@ -211,6 +208,4 @@ def _report(results: dict[str, Any], output_dir: Path) -> None:
     for line in lines:
         log.info("%s", line)
         print(line)
-    log.info(
-        "the curve: %s, the numbers: %s", display_path(output_dir / PLOT_FILE), display_path(output_dir / RESULT_FILE)
-    )
+    log.info("the curve: %s, the numbers: %s", display_path(folder.lr_find_plot), display_path(folder.lr_find))

@@ -23,6 +23,7 @@ from cifar_lab.config import validate_config
 from cifar_lab.errors import CifarLabError, exits_on_user_error
 from cifar_lab.overrides import overrides_read_first
 from cifar_lab.runtime.logs import display_path
+from cifar_lab.runtime.run_folder import RunFolder
 from cifar_lab.training.failures import (
     DiskFullError,
     disk_full_as_error,
@@ -111,17 +112,17 @@ def _fit(run: TrainingRun) -> None:
     from cifar_lab.runtime.resume_checkpoint import signalled
 
     trainer = run.trainer
-    checkpoints = Path(run.cfg.paths.output_dir) / "checkpoints"
+    folder = RunFolder.of(run.cfg)
     fit_ckpt = display_path(run.ckpt_path) if run.ckpt_path else None  # relative: no user folders in the log
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=fit_ckpt, weights_only=True)
     signum = signalled(trainer, run.preemption)
     if signum is not None:  # signalled after the last training step: keep the finished state
-        trainer.save_checkpoint(checkpoints / "resume.ckpt", weights_only=False)
+        trainer.save_checkpoint(folder.resume_checkpoint, weights_only=False)
         raise Preempted(signum)
     savers = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
     if not savers:
         # lean recipes (callbacks=none) save nothing per epoch: keep the final weights
-        trainer.save_checkpoint(checkpoints / "last.ckpt", weights_only=False)
+        trainer.save_checkpoint(folder.last_checkpoint, weights_only=False)
     for saver in (c for c in savers if c.save_last is True and c.dirpath):
         # Lightning 2.6 rewrites last.ckpt only at an epoch that saves a top-k one too: after a
         # last epoch with no new best, last.ckpt would still hold an earlier epoch's weights
@@ -161,13 +162,12 @@ def _test_ckpt_path(cfg: DictConfig, trainer) -> str | None:
 
 def _summarize(run: TrainingRun, metrics: dict[str, float], test_seconds: float) -> dict[str, Any]:
     """Write metrics.json and the summary of every logger (training.publish), log the metrics, and return them."""
-    from cifar_lab.runtime.io import write_json_atomic
     from cifar_lab.training.publish import publish_summary
     from cifar_lab.training.summary import run_summary
 
     summary = run_summary(run, metrics, test_seconds)
     if run.trainer.is_global_zero:
-        write_json_atomic(Path(run.cfg.paths.output_dir) / "metrics.json", summary)
+        RunFolder.of(run.cfg).write_metrics(summary)
         publish_summary(run.trainer.loggers, run.cfg, summary)
     log.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
     stop_if_signalled_after_training(run.preemption)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_lab.config import global_batch
 from cifar_lab.errors import ConfigError
 from cifar_lab.instantiate import instantiate_at
+from cifar_lab.runtime.run_folder import RunFolder
 
 
 def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
@@ -112,8 +113,8 @@ def build_callbacks(cfg: DictConfig, datamodule, loggers: list[Any], preemption)
     callbacks = build_tricks(cfg) + instantiate_group(OmegaConf.create(callbacks_cfg), "callbacks")
     # after the others' on_train_start (Lookahead's copy of the weights is not training time)
     callbacks.append(TrainingTimer())
-    output_dir = Path(cfg.paths.output_dir)
-    callbacks.append(ResumeCheckpoint(output_dir / "checkpoints", cfg.get("checkpoint_every_n_steps"), preemption))
+    resume_file = RunFolder.of(cfg).resume_checkpoint
+    callbacks.append(ResumeCheckpoint(resume_file, cfg.get("checkpoint_every_n_steps"), preemption))
     pruning = trial_pruning(cfg)
     if pruning is not None:
         callbacks.append(pruning)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from cifar_lab.errors import CifarLabError
 from cifar_lab.runtime.logs import display_path
+from cifar_lab.runtime.run_folder import RunFolder, RunStatus
 
 log = logging.getLogger(__name__)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -42,14 +43,12 @@ def disk_full_as_error(cfg: DictConfig) -> Iterator[None]:
         raise
 
 
-def write_failure(cfg: DictConfig, trainer, status: str, error: str, **more: Any) -> None:
+def write_failure(cfg: DictConfig, trainer, status: RunStatus, error: str, **more: Any) -> None:
     """metrics.json of a run that stopped early: its status, why, and where it got to."""
-    from cifar_lab.runtime.io import write_json_atomic
-
     if not trainer.is_global_zero:
         return
     summary = {
-        "status": status,
+        "status": status.value,
         "error": error,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
@@ -57,7 +56,7 @@ def write_failure(cfg: DictConfig, trainer, status: str, error: str, **more: Any
         **more,
     }
     try:
-        write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", summary)
+        RunFolder.of(cfg).write_metrics(summary)
     except OSError as exc:
         log.error("could not write metrics.json (%s)", exc.strerror or exc)
 
@@ -76,18 +75,18 @@ def fit_failures(cfg: DictConfig, trainer, preemption) -> Iterator[None]:
         name = signal.Signals(stop.signum).name
         saved = "checkpoint saved" if stop.saved else "stopped at once (no new checkpoint)"
         stop.message = f"pre-empted by {name} at step {trainer.global_step}: {saved}; resume with: {command}"
-        write_failure(cfg, trainer, "preempted", f"pre-empted by {name}", resume=command)
+        write_failure(cfg, trainer, RunStatus.PREEMPTED, f"pre-empted by {name}", resume=command)
         raise
     except NonFiniteLossError as err:
-        good = find_latest(Path(cfg.paths.output_dir) / "checkpoints")
+        good = find_latest(RunFolder.of(cfg).checkpoints)
         kept = f"; the last good checkpoint is {display_path(good)}" if good else "; no checkpoint was saved before it"
-        write_failure(cfg, trainer, "failed", f"{err}{kept}", failed_step=err.step)
+        write_failure(cfg, trainer, RunStatus.FAILED, f"{err}{kept}", failed_step=err.step)
         raise NonFiniteLossError(f"{err}{kept}", err.step) from None
     except CifarLabError:
         raise
     except Exception as exc:
         if not (isinstance(exc, OSError) and exc.errno in _DISK_FULL):
-            write_failure(cfg, trainer, "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
+            write_failure(cfg, trainer, RunStatus.FAILED, f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
         raise
     finally:
         preemption.phase = "finishing"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cifar_lab.runtime.run_folder import RunStatus
+
 if TYPE_CHECKING:
     from cifar_lab.training.build import TrainingRun
 
@@ -11,6 +13,13 @@ if TYPE_CHECKING:
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """The one-number entries of Lightning's callback_metrics, as floats."""
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def run_status(interrupted: bool, pruned: bool) -> RunStatus:
+    """The status of a run that finished training: Lightning's stop, a pruned trial, or completed."""
+    if interrupted:
+        return RunStatus.INTERRUPTED
+    return RunStatus.PRUNED if pruned else RunStatus.COMPLETED
 
 
 def run_summary(run: TrainingRun, metrics: dict[str, float], test_seconds: float) -> dict[str, Any]:
@@ -38,7 +47,7 @@ def run_summary(run: TrainingRun, metrics: dict[str, float], test_seconds: float
         "params": sum(p.numel() for p in module.net.parameters()),
         "seed": cfg.seed,
         "device": str(trainer.strategy.root_device),
-        "status": "interrupted" if trainer.interrupted else ("pruned" if run.pruned_epoch is not None else "completed"),
+        "status": run_status(trainer.interrupted, run.pruned_epoch is not None).value,
         "resumed": run.ckpt_path is not None,
     }
     if run.pruned_epoch is not None:
