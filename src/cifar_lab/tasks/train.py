@@ -1,8 +1,9 @@
 """The training task: one validated config in, one trained and tested model out.
 
 ``_train()`` reads as the run's story: check, build (``training.build.build_run``), say what
-the run will do (``training.plan``), fit, test, summarize; ``train()`` wraps it in the failure handling (``training.failures``). ``_fit``,
-``_test`` and ``_summarize`` are the few lines that call Lightning and ``training.summary``.
+the run will do (``training.plan``), fit, test, summarize, close the loggers; ``train()`` wraps
+it in the failure handling (``training.failures``). ``_fit``, ``_test`` and ``_summarize`` are
+the few lines that call Lightning and ``training.summary``.
 Only Hydra and OmegaConf are imported at module level: `python train.py --help` and config
 errors answer in a moment, before torch and Lightning load.
 """
@@ -79,6 +80,7 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     from cifar_lab.runtime.logs import route_library_logs_through_hydra
     from cifar_lab.training.build import build_run
     from cifar_lab.training.plan import log_run_plan
+    from cifar_lab.training.publish import close_loggers
 
     route_library_logs_through_hydra()
     # read (weights-only) and check a checkpoint before any data work or output
@@ -89,8 +91,6 @@ def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
     run = build_run(cfg, preemption, ckpt_path, checkpoint)
     del checkpoint  # the checkpoint IO holds it until fit reads it
     log_run_plan(run)  # the first screen: what this run will do
-
-    from cifar_lab.training.publish import close_loggers
 
     finished = False
     try:
