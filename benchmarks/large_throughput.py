@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_lab.config import cpu_precision
 from cifar_lab.data.loader import DeviceLoader
 from cifar_lab.models import VGG16, ResNet18, WideResNet
+from cifar_lab.runtime.hardware import cpu_precision
 from cifar_lab.training.module import ImageClassifier
 
 NUM_CLASSES = 10

@@ -223,7 +223,7 @@ def main() -> None:
             print("airbench94 needs a CUDA GPU: skipping it", file=sys.stderr)
             systems.remove("airbench")
 
-    from cifar_lab.config import cpu_precision
+    from cifar_lab.runtime.hardware import cpu_precision
 
     # the precision trainer=gpu / trainer=cpu picks, so the plain loop computes alike
     bf16 = args.device == "cuda" or cpu_precision() == "bf16-mixed"

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_lab.config import cpu_precision
 from cifar_lab.errors import CifarLabError, one_line
 from cifar_lab.models import ResNet18, timm_model
+from cifar_lab.runtime.hardware import cpu_precision
 
 VIT_32 = {"img_size": 32, "patch_size": 4}
 # (name, the extra timm.create_model arguments: what +model.KEY=VALUE would pass)

@@ -12,6 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from cifar_lab.config.resolvers import register_resolvers
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 SHARED_ARCHIVE = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -44,6 +46,7 @@ FAST_OVERRIDES = [
 
 def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
     """The composed config of `python train.py OVERRIDES`, writing into ``output_dir``."""
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)

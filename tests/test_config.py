@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import HydraException
 
-from cifar_lab.config import validate_config
+from cifar_lab.config.check import validate_config
 from cifar_lab.errors import ConfigError
 from tests.conftest import CONF_DIR, REPO_ROOT
 
@@ -217,7 +217,7 @@ def test_cli_unknown_model_exits_nonzero_naming_the_choices(tmp_path):
     [("fpu avx2 avx512f avx512_bf16", "bf16-mixed"), ("fpu avx2 amx_bf16", "bf16-mixed"), ("fpu avx2", "32-true")],
 )
 def test_cpu_trainer_picks_bf16_only_where_the_cpu_has_it(tmp_path, flags, expected):
-    from cifar_lab.config import cpu_precision
+    from cifar_lab.runtime.hardware import cpu_precision
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
@@ -226,7 +226,7 @@ def test_cpu_trainer_picks_bf16_only_where_the_cpu_has_it(tmp_path, flags, expec
 
 
 def test_cpu_trainer_resolves_precision(make_cfg):
-    from cifar_lab.config import cpu_precision
+    from cifar_lab.runtime.hardware import cpu_precision
 
     cfg = make_cfg("trainer=cpu", fast=False)
     assert cfg.trainer.precision == cpu_precision()  # what this machine's CPU flags give
@@ -239,7 +239,7 @@ def test_cpu_trainer_resolves_precision(make_cfg):
 def test_usable_cpus_respects_a_cgroup_quota(tmp_path, cpu_max, expected):
     import os
 
-    from cifar_lab.config import usable_cpus
+    from cifar_lab.runtime.hardware import usable_cpus
 
     if cpu_max is not None:
         (tmp_path / "cpu.max").write_text(cpu_max + "\n")
@@ -252,8 +252,8 @@ def test_usable_cpus_respects_a_cgroup_quota(tmp_path, cpu_max, expected):
 def test_cpu_training_sets_torch_threads(make_cfg, monkeypatch, overrides, threads):
     import torch
 
-    from cifar_lab.config import usable_cpus
     from cifar_lab.runtime import hardware
+    from cifar_lab.runtime.hardware import usable_cpus
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
@@ -270,8 +270,8 @@ def test_cpu_training_sets_torch_threads(make_cfg, monkeypatch, overrides, threa
 def test_the_default_auto_accelerator_gets_cpu_threads_when_it_trains_on_the_cpu(make_cfg, monkeypatch, gpu):
     import torch
 
-    from cifar_lab.config import usable_cpus
     from cifar_lab.runtime import hardware
+    from cifar_lab.runtime.hardware import usable_cpus
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
@@ -283,7 +283,7 @@ def test_the_default_auto_accelerator_gets_cpu_threads_when_it_trains_on_the_cpu
 
 
 def test_config_checks_the_tta_levels_the_recipe_implements():
-    from cifar_lab import config
+    from cifar_lab.config import module as config
     from cifar_lab.recipes.tta import TTA_LEVELS
 
     assert config.TTA_LEVELS == TTA_LEVELS

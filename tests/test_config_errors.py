@@ -132,7 +132,7 @@ def test_a_value_a_constructor_rejects_is_one_config_error_naming_its_key(make_c
     ],
 )
 def test_seeds_and_device_counts_are_checked_before_any_work(make_cfg, override, message):
-    from cifar_lab.config import validate_config
+    from cifar_lab.config.check import validate_config
     from cifar_lab.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
@@ -168,7 +168,7 @@ def test_seeds_and_device_counts_are_checked_before_any_work(make_cfg, override,
     ],
 )
 def test_a_typed_value_the_run_would_replace_stops_with_what_to_type(make_cfg, overrides, message):
-    from cifar_lab.config import validate_config
+    from cifar_lab.config.check import validate_config
     from cifar_lab.errors import ConfigError
 
     cfg = make_cfg("data=cifar10", *overrides, fast=False)
@@ -188,7 +188,7 @@ def test_a_typed_value_the_run_would_replace_stops_with_what_to_type(make_cfg, o
     ],
 )
 def test_typed_values_the_run_uses_pass(make_cfg, overrides):
-    from cifar_lab.config import validate_config
+    from cifar_lab.config.check import validate_config
 
     validate_config(make_cfg("data=cifar10", *overrides, fast=False))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from cifar_lab.config import cpu_precision
+from cifar_lab.runtime.hardware import cpu_precision
 from tests.conftest import QUICK_RUN, REPO_ROOT
 
 

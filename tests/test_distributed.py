@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cifar_lab.config import global_batch
+from cifar_lab.config.trainer import global_batch
 from tests.conftest import REPO_ROOT
 
 DDP_ARGS = [

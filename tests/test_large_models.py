@@ -117,7 +117,7 @@ def test_ema_scores_checkpoints_and_ends_on_the_average(resnet18_runs):
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, "high"])
 def test_a_bad_ema_decay_is_one_line(make_cfg, decay):
-    from cifar_lab.config import validate_config
+    from cifar_lab.config.check import validate_config
 
     with pytest.raises(ConfigError, match=r"module.ema_decay=.* must be in \(0, 1\)"):
         validate_config(make_cfg(f"module.ema_decay={decay}"))
@@ -149,7 +149,7 @@ def test_mixing_trains_on_soft_targets_and_counts_the_dominant_label():
 
 
 def test_mixing_alphas_are_checked_in_one_line(make_cfg):
-    from cifar_lab.config import validate_config
+    from cifar_lab.config.check import validate_config
 
     with pytest.raises(ConfigError, match=r"module.cutmix_alpha=-1.0 must be a number >= 0"):
         validate_config(make_cfg("module.cutmix_alpha=-1.0"))
@@ -191,8 +191,8 @@ def test_ddp_keeps_trainer_gpu_settings(make_cfg):
 
 
 def test_on_the_cpu_auto_precision_is_what_trainer_cpu_picks(make_cfg, monkeypatch):
-    from cifar_lab.config import cpu_precision
     from cifar_lab.runtime import hardware
+    from cifar_lab.runtime.hardware import cpu_precision
 
     monkeypatch.setattr(hardware, "gpu_visible", lambda: False)
     assert hardware.resolved_precision(make_cfg(fast=False).trainer) == cpu_precision()
@@ -214,7 +214,7 @@ def test_matmul_precision_is_high_on_gpus_and_untouched_on_cpus(make_cfg, monkey
 
 
 def test_a_bad_matmul_precision_is_one_line(make_cfg):
-    from cifar_lab.config import validate_config
+    from cifar_lab.config.check import validate_config
 
     with pytest.raises(ConfigError, match="float32_matmul_precision='fast' is not one of: highest, high, medium"):
         validate_config(make_cfg("float32_matmul_precision=fast"))

@@ -183,7 +183,7 @@ def test_a_missing_extra_is_one_line_before_torch_loads(tmp_path):
 
 
 def test_a_missing_wandb_or_sqlite_store_names_the_extra(make_cfg, monkeypatch):
-    from cifar_lab.config import validate_config
+    from cifar_lab.config.check import validate_config
 
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(ConfigError, match=r"^logger=wandb needs the wandb extra: pip install 'cifar_lab\[wandb\]'$"):
@@ -220,7 +220,7 @@ print(len(loggers), sorted({{"mlflow", "wandb"}} & set(sys.modules)))
 
 
 def test_a_run_is_named_after_its_folder_below_the_outputs_root(tmp_path):
-    from cifar_lab.config import run_name
+    from cifar_lab.runtime.run_folder import run_name
 
     root = tmp_path / "outputs"
     assert run_name(str(root / "multiruns" / "train" / "t0" / "3"), str(root)) == "multiruns/train/t0/3"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_lab.config import validate_config
+from cifar_lab.config.check import validate_config
 from cifar_lab.errors import ConfigError
 from cifar_lab.recipes.muon import decoupled_muon, orthogonalize
 from cifar_lab.tasks.train import train

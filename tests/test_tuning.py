@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from cifar_lab.config import validate_config
+from cifar_lab.config.check import validate_config
 from cifar_lab.errors import ConfigError
 from cifar_lab.reports.jobs import ReportError, find_jobs
 from cifar_lab.tasks.lr_find import find, initialise_like_training, lr_find, sweep_config

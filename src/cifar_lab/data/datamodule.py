@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from cifar_lab.config import validate_data_options
+from cifar_lab.config.data import validate_data_options
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.loader import AugmentSpec, DeviceLoader, normalize
 from cifar_lab.data.split import stratified_sample, stratified_split

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cifar_lab.config import AUGMENT_OPTIONS, crop_stages, validate_data_options
+from cifar_lab.config.data import AUGMENT_OPTIONS, crop_stages, validate_data_options
 from cifar_lab.data import augment
 from cifar_lab.errors import ConfigError
 
@@ -144,8 +144,6 @@ class DeviceLoader:
         every_sample: bool = False,
         normalization: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        if batch_size <= 0:
-            raise ConfigError(f"batch size must be a positive integer, got {batch_size}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images

@@ -23,7 +23,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from cifar_lab.config import POLICIES, validate_data_options
+from cifar_lab.config.data import POLICIES, validate_data_options
 
 __all__ = ["POLICIES", "apply_policy"]
 

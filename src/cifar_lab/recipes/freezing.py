@@ -17,7 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 from torch import nn
 
-from cifar_lab.config import check_freeze, check_freeze_fits
+from cifar_lab.config.callbacks import check_freeze, check_freeze_fits
 from cifar_lab.errors import ConfigError
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from cifar_lab.config import validate_optimizer_options
+from cifar_lab.config.optimization import validate_optimizer_options
 from cifar_lab.errors import ConfigError
 from cifar_lab.training.optim import decoupled_to_torch
 

@@ -117,3 +117,12 @@ class RunFolder:
         if not isinstance(data, dict):
             raise MetricsNotAnObject(f"{self.metrics} is not a JSON object")
         return data
+
+
+def run_name(output_dir: str, log_dir: str) -> str:
+    """A run's name in MLflow and W&B: its folder below the outputs root (``runs/train/<time>``,
+    ``multiruns/train/<time>/3``: a sweep job's number alone would say little), else the folder's name."""
+    folder, root = Path(output_dir).resolve(), Path(log_dir).resolve()
+    if folder != root and folder.is_relative_to(root):
+        return folder.relative_to(root).as_posix()
+    return folder.name

@@ -43,7 +43,7 @@ def export_checkpoint(
 ) -> Exported:
     """Export ``ckpt`` to ``out`` (default: beside it, .onnx / .pt) and ``out`` with .json; nothing
     is written unless the exported file, run back, agrees with torch."""
-    from cifar_lab.config import TTA_LEVELS
+    from cifar_lab.config.module import TTA_LEVELS
 
     if fmt not in FORMATS:
         raise CifarLabError(f"--format {fmt}: not one of {' | '.join(FORMATS)}")

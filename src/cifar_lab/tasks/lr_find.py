@@ -26,7 +26,8 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from cifar_lab.config import lr_find_range, validate_config
+from cifar_lab.config.check import validate_config
+from cifar_lab.config.lr_find import lr_find_range
 from cifar_lab.errors import ConfigError
 from cifar_lab.runtime.run_folder import LR_FIND_PLOT, RunFolder
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
-from cifar_lab.config import validate_config
+from cifar_lab.config.check import validate_config
+from cifar_lab.config.resolvers import register_resolvers
 from cifar_lab.errors import CifarLabError, exits_on_user_error
 from cifar_lab.overrides import overrides_read_first
 from cifar_lab.runtime.logs import display_path
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["DiskFullError", "config_dir", "main", "train"]
 
 log = logging.getLogger(__name__)
+
+register_resolvers()  # before @hydra.main composes: conf/ interpolates ${cifar_lab.*:...}
 
 
 def config_dir() -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lab.config import global_batch
+from cifar_lab.config.trainer import global_batch
 from cifar_lab.errors import ConfigError
 from cifar_lab.instantiate import instantiate_at
 from cifar_lab.runtime.run_folder import RunFolder

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from cifar_lab.config import validate_module_options
+from cifar_lab.config.module import validate_module_options
 from cifar_lab.recipes.mixing import batch_mix
 from cifar_lab.recipes.tta import tta_logits
 from cifar_lab.runtime.resume_state import restore_resume_state, resume_state

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from cifar_lab.config import check_milestones, check_schedule, validate_optimizer_options
+from cifar_lab.config.optimization import check_milestones, check_schedule, validate_optimizer_options
 from cifar_lab.errors import ConfigError
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
@@ -127,7 +127,7 @@ def _warmup_then(
     factor ``decay(t)`` for t from 0 to 1 over the remaining steps (from 1 to ``final_factor``)."""
     if total_steps <= 0:
         raise ConfigError(f"the schedule needs a positive number of steps, got {total_steps}")
-    check_schedule(warmup_fraction, initial_factor, final_factor)
+    check_schedule(dict(warmup_fraction=warmup_fraction, initial_factor=initial_factor, final_factor=final_factor))
     warmup_steps = round(warmup_fraction * total_steps)
     span = max(total_steps - warmup_steps, 1)
 
