@@ -27,11 +27,12 @@ class CifarLabError(Exception):
 
 
 class ConfigError(CifarLabError, ValueError):
-    """The composed Hydra config is invalid."""
+    """A config value is invalid: the one class for a bad value, whether the command-line check
+    or the constructor that receives it finds it (cifar_lab.config holds the rules)."""
 
 
 class DataError(CifarLabError, ValueError):
-    """The data source is missing, unreadable or malformed."""
+    """The data itself (files, archives, arrays) is missing, unreadable or malformed."""
 
 
 class CheckpointError(CifarLabError):

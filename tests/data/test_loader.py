@@ -7,7 +7,7 @@ import torch
 from cifar_lab.data import augment
 from cifar_lab.data.loader import AugmentSpec, DeviceLoader, normalize
 from cifar_lab.data.split import stratified_split
-from cifar_lab.errors import ConfigError, DataError
+from cifar_lab.errors import ConfigError
 
 
 def _images(n: int = 64, seed: int = 0) -> torch.Tensor:
@@ -293,5 +293,5 @@ def test_stratified_split_keeps_class_shares_and_is_seeded():
 
 
 def test_split_rejects_val_size_too_large():
-    with pytest.raises(DataError, match="val_size=10 .* 10 images"):
+    with pytest.raises(ConfigError, match="val_size=10 .* 10 images"):
         stratified_split(np.zeros(10, dtype=np.int64), 10, seed=0)

@@ -18,14 +18,14 @@ import cifar_lab.data.sources.folder as folder_source
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.cache import default_cache_dir, load_arrays, save_arrays
 from cifar_lab.data.sources import ImageFolderSource, SyntheticSource, TorchvisionCIFAR, TorchvisionCIFAR10
-from cifar_lab.errors import DataError
+from cifar_lab.errors import ConfigError, DataError
 
 REAL_ARCHIVE = Path(__file__).resolve().parents[2].parent / "shared/data/cifar10-jpeg.tar.gz"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
-    """The message of a DataError, checked to be a single line (it is printed as is)."""
+    """The message of a DataError or ConfigError, checked to be a single line (it is printed as is)."""
     message = str(excinfo.value)
     assert "\n" not in message, message
     return message
@@ -249,13 +249,13 @@ def test_error_file_is_not_an_image(files, kit, tmp_path, cache_dir, name: str, 
 
 
 def test_error_bad_on_size_mismatch(image_tree: Path) -> None:
-    with pytest.raises(DataError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         ImageFolderSource(str(image_tree), on_size_mismatch="crop")
     assert "data.source.on_size_mismatch='crop' must be one of: resize, error" in one_line_error(excinfo)
 
 
 def test_error_bad_image_size(image_tree: Path) -> None:
-    with pytest.raises(DataError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         ImageFolderSource(str(image_tree), image_size=0)
     assert "image_size" in one_line_error(excinfo)
 
@@ -391,7 +391,7 @@ def test_default_cache_dir_is_used_when_none(image_tree: Path, _isolated_cache: 
 
 
 def test_cache_dir_inside_the_data_folder_is_rejected(image_tree: Path) -> None:
-    with pytest.raises(DataError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         ImageFolderSource(str(image_tree), cache_dir=str(image_tree / "cache")).load()
     assert "is inside the data folder" in one_line_error(excinfo)
 
@@ -613,7 +613,7 @@ def test_cifar100_absent_without_download_real_class(tmp_path: Path) -> None:
 
 
 def test_torchvision_source_rejects_an_unknown_dataset() -> None:
-    with pytest.raises(DataError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         TorchvisionCIFAR(dataset="cifar1000")
     assert one_line_error(excinfo) == "data.source.dataset='cifar1000' must be one of: cifar10, cifar100"
 
@@ -669,10 +669,10 @@ def test_synthetic_is_learnable_but_not_trivial() -> None:
 
 
 def test_synthetic_rejects_bad_arguments() -> None:
-    with pytest.raises(DataError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         SyntheticSource(train_per_class=0)
     assert "train_per_class" in one_line_error(excinfo)
-    with pytest.raises(DataError):
+    with pytest.raises(ConfigError):
         SyntheticSource(noise=-1.0)
 
 

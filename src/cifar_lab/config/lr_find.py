@@ -6,7 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from cifar_lab.config.trainer import device_count, node_count
-from cifar_lab.config.values import get, is_int, is_number, plain, require
+from cifar_lab.config.values import ABSENT, get, is_int, is_number, plain, require
 
 LR_FIND_MODES = ("exponential", "linear")
 # Lightning's suggestion skips the sweep's first 10 steps and its last one
@@ -41,8 +41,9 @@ def validate_lr_find(cfg: DictConfig) -> None:
         threshold is None or (is_number(threshold) and threshold > 1),
         f"tune.early_stop_threshold={plain(threshold)!r} must be a number > 1 (a multiple of the best loss) or null",
     )
-    typed_devices = get(cfg, "trainer.devices", "auto")  # absent: Lightning's default
-    devices, nodes = device_count(typed_devices), node_count(get(cfg, "trainer.num_nodes", None))
+    typed_devices = get(cfg, "trainer.devices", ABSENT)  # absent: Lightning's auto, one device here or many
+    devices = None if typed_devices is ABSENT else device_count(typed_devices)
+    nodes = node_count(get(cfg, "trainer.num_nodes", None))
     require(
         devices in (1, None) and nodes == 1,
         f"tune=lr_find runs on one device, not trainer.devices={plain(typed_devices)!r} x "

@@ -87,9 +87,9 @@ def validate_trainer(cfg: DictConfig) -> None:
     if devices is not ABSENT:
         device_count(devices)
     node_count(nodes)
-    accumulate = get(cfg, "trainer.accumulate_grad_batches", 1)  # Lightning's default: no accumulation
+    accumulate = get(cfg, "trainer.accumulate_grad_batches", ABSENT)  # absent: Lightning's 1
     require(  # refused rather than miscounted: every step count here is a batch count
-        accumulate == 1 and not isinstance(accumulate, bool),
+        accumulate is ABSENT or (accumulate == 1 and not isinstance(accumulate, bool)),
         f"trainer.accumulate_grad_batches={plain(accumulate)!r} is not supported (schedules, fractional epochs, "
         f"decoupled lr and images/s count batches as steps): raise data.batch_size or trainer.devices instead",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cifar_lab.errors import DataError
+from cifar_lab.errors import ConfigError
 
 
 def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -15,7 +15,7 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
     """
     n = len(labels)
     if not 0 <= val_size < n:
-        raise DataError(
+        raise ConfigError(
             f"data.val_size={val_size} must be between 0 and {n - 1} "
             f"(the training split has {n} images); lower data.val_size"
         )

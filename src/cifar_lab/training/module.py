@@ -45,7 +45,7 @@ class ImageClassifier(pl.LightningModule):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         exclude_norm_and_bias_from_decay: bool = True,
-        channels_last: bool = False,
+        channels_last: bool = True,
         norm_lr_scale: float = 1.0,
         tta_level: int = 0,
         val_tta_level: int | None = None,

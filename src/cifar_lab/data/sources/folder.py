@@ -20,7 +20,7 @@ from cifar_lab.data.cache import (
 from cifar_lab.data.decode import DECODE_ERRORS, decode_image
 from cifar_lab.data.sources.containers import TAR_SUFFIXES, ZIP_SUFFIXES, Container, archive_kind, open_container
 from cifar_lab.data.sources.layout import LAYOUT_HINT, SPLITS, Layout, ignored
-from cifar_lab.errors import DataError, one_line
+from cifar_lab.errors import ConfigError, DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,11 @@ class ImageFolderSource:
         on_size_mismatch: str = "resize",
     ) -> None:
         if on_size_mismatch not in _SIZE_MODES:
-            raise DataError(
+            raise ConfigError(
                 f"data.source.on_size_mismatch={on_size_mismatch!r} must be one of: {', '.join(_SIZE_MODES)}"
             )
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise DataError(f"data.source.image_size={image_size!r} must be a positive integer")
+            raise ConfigError(f"data.source.image_size={image_size!r} must be a positive integer")
         self.path = path
         self.cache_dir = cache_dir
         self.image_size = image_size
@@ -75,7 +75,7 @@ class ImageFolderSource:
         source = _check_source_path(Path(self.path).expanduser())
         cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
         if source.is_dir() and cache_dir.resolve().is_relative_to(source.resolve()):
-            raise DataError(
+            raise ConfigError(
                 f"cache folder '{cache_dir}' is inside the data folder '{source}', so every "
                 f"cache write would change the data; set paths.cache_dir to a folder outside it"
             )

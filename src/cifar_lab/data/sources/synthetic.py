@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cifar_lab.data.arrays import ImageArrays
-from cifar_lab.errors import DataError
+from cifar_lab.errors import ConfigError
 
 
 class SyntheticSource:
@@ -38,11 +38,11 @@ class SyntheticSource:
             ("image_size", image_size),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DataError(f"data.source.{name}={value!r} must be a positive integer")
+                raise ConfigError(f"data.source.{name}={value!r} must be a positive integer")
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
-            raise DataError(f"data.source.noise={noise!r} must be a number >= 0")
+            raise ConfigError(f"data.source.noise={noise!r} must be a number >= 0")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise DataError(f"data.source.seed={seed!r} must be a whole number >= 0")
+            raise ConfigError(f"data.source.seed={seed!r} must be a whole number >= 0")
         self.num_classes = num_classes
         self.train_per_class = train_per_class
         self.test_per_class = test_per_class

@@ -6,7 +6,7 @@ import numpy as np
 
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.sources.layout import LAYOUT_HINT
-from cifar_lab.errors import DataError, one_line
+from cifar_lab.errors import ConfigError, DataError, one_line
 
 # data.source.dataset -> (torchvision.datasets class, name in messages). CIFAR-100 reads its fine
 # labels (100 classes, names from the dataset's meta file): torchvision's CIFAR100 default.
@@ -21,7 +21,7 @@ class TorchvisionCIFAR:
 
     def __init__(self, root: str = "data", download: bool = True, dataset: str = "cifar10") -> None:
         if dataset not in _TORCHVISION_DATASETS:
-            raise DataError(f"data.source.dataset={dataset!r} must be one of: {', '.join(_TORCHVISION_DATASETS)}")
+            raise ConfigError(f"data.source.dataset={dataset!r} must be one of: {', '.join(_TORCHVISION_DATASETS)}")
         self.root = root
         self.download = download
         self.dataset = dataset
