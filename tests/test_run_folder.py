@@ -10,6 +10,7 @@ import pytest
 
 from cifar_lab.runtime.run_folder import (
     CHECKPOINTS_DIR,
+    CONFUSION_PLOT,
     HYDRA_CONFIG_FILE,
     HYDRA_DIR,
     LAST_FILE,
@@ -37,6 +38,7 @@ OWNED_NAMES = {
     OVERRIDES_FILE,
     LR_FIND_FILE,
     LR_FIND_PLOT,
+    CONFUSION_PLOT,
 }
 SOURCES = REPO_ROOT / "src"
 
@@ -77,10 +79,11 @@ def test_the_paths_are_those_of_the_run_folder(tmp_path):
     assert folder.metrics == tmp_path / "metrics.json"
     assert folder.overrides == tmp_path / ".hydra" / "overrides.yaml"
     assert folder.hydra_config == tmp_path / ".hydra" / "config.yaml"
-    assert (folder.log, folder.lr_find, folder.lr_find_plot) == (
+    assert (folder.log, folder.lr_find, folder.lr_find_plot, folder.confusion_plot) == (
         tmp_path / "train.log",
         tmp_path / "lr_find.json",
         tmp_path / "lr_find.png",
+        tmp_path / "confusion_matrix.png",
     )
 
 

@@ -107,8 +107,18 @@ class AugmentSpec:
 
 def normalize(images_nhwc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W), standardized per channel."""
-    x = images_nhwc.permute(0, 3, 1, 2).float().div_(255.0)
-    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1)).contiguous()
+    return standardize(images_nhwc.permute(0, 3, 1, 2), mean, std).contiguous()
+
+
+def standardize(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32, per channel ``(pixels / 255 - mean) / std``: the one home of
+    the arithmetic, which ``to_pixels`` inverts."""
+    return pixels.float().div_(255.0).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+
+
+def to_pixels(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The uint8 (N, C, H, W) pixels that ``standardize`` made ``images`` from (rounded)."""
+    return (images * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 class DeviceLoader:
@@ -217,11 +227,11 @@ class DeviceLoader:
         """The per-image policy on the uint8 pixels the normalized images came from."""
         from cifar_lab.data.policy import apply_policy
 
-        mean, std = (t.to(images.device).view(1, -1, 1, 1) for t in self.normalization)
-        pixels = (images * std + mean).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        mean, std = (t.to(images.device) for t in self.normalization)
+        pixels = to_pixels(images, mean, std)
         spec = self.augment_spec
         pixels = apply_policy(pixels, spec.policy, generator, num_ops=spec.policy_ops, magnitude=spec.policy_magnitude)
-        return pixels.float().div_(255.0).sub_(mean).div_(std)
+        return standardize(pixels, mean, std)
 
     def epoch_permutation(self, epoch: int) -> torch.Tensor:
         """The order of every sample in ``epoch``, on the CPU: the same on every rank by construction.

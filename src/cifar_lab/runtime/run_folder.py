@@ -1,7 +1,7 @@
 """The run folder: where a run's files are, and what ``metrics.json`` says of it.
 
 One home for the names a run leaves behind (``checkpoints/``, ``last.ckpt``, ``resume.ckpt``,
-``metrics.json``, Hydra's ``.hydra/``, ``lr_find.json``): training, the failure handling,
+``metrics.json``, Hydra's ``.hydra/``, ``lr_find.json``, eval's ``confusion_matrix.png``): training, the failure handling,
 eval, resume and the reports ask a :class:`RunFolder` instead of joining strings, so a name
 cannot drift between the writer and its readers. ``metrics.json``'s statuses are one enum,
 and the file has one writer and one reader (:meth:`RunFolder.write_metrics`,
@@ -31,6 +31,7 @@ HYDRA_CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
 LR_FIND_FILE = "lr_find.json"  # tune=lr_find's results (tasks.lr_find)
 LR_FIND_PLOT = "lr_find.png"
+CONFUSION_PLOT = "confusion_matrix.png"  # eval's figure of the test split (tasks.eval)
 
 
 class RunStatus(str, Enum):
@@ -103,6 +104,10 @@ class RunFolder:
     @property
     def lr_find_plot(self) -> Path:
         return self.root / LR_FIND_PLOT
+
+    @property
+    def confusion_plot(self) -> Path:
+        return self.root / CONFUSION_PLOT
 
     def write_metrics(self, summary: dict[str, Any]) -> None:
         """Write ``metrics.json`` atomically (a reader sees the old file or the whole new one)."""

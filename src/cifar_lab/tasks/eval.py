@@ -82,7 +82,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         tested = {k: v for k, v in scalar_metrics(trainer.callback_metrics).items() if k.startswith("test/")}
         summary = _summary(cfg, ckpt_path, loaded.classes, tested, predictions.results, module.hparams.tta_level)
         if trainer.is_global_zero:
-            _write_outputs(Path(cfg.paths.output_dir), summary, predictions.results, loggers, trainer.global_step)
+            _write_outputs(RunFolder.of(cfg), summary, predictions.results, loggers, trainer.global_step)
         finished = True
     finally:
         close_loggers(loggers, success=finished)
@@ -213,15 +213,15 @@ def _summary(
 
 
 def _write_outputs(
-    output_dir: Path, summary: dict[str, Any], report: dict[str, Any], loggers: list[Any], step: int
+    run: RunFolder, summary: dict[str, Any], report: dict[str, Any], loggers: list[Any], step: int
 ) -> None:
     """confusion_matrix.png, metrics.json, and the scalars for every logger."""
     from cifar_lab.runtime.figures import confusion_figure, png_bytes
     from cifar_lab.runtime.io import atomic_write_bytes
 
     figure = confusion_figure(report["confusion_matrix"], summary["classes"])
-    atomic_write_bytes(output_dir / "confusion_matrix.png", png_bytes(figure))
-    RunFolder(output_dir).write_metrics(summary)
+    atomic_write_bytes(run.confusion_plot, png_bytes(figure))
+    run.write_metrics(summary)
     per_class = summary["test/acc_per_class"]
     scalars = {
         "test/ece": summary["test/ece"],

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from cifar_lab.runtime.logs import display_path
+from cifar_lab.runtime.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from cifar_lab.training.build import TrainingRun
@@ -102,7 +103,7 @@ def _optimizer_line(cfg: DictConfig) -> str:
 
 def _loggers_line(run: TrainingRun) -> str:
     """Each logger and its folder (inside the run folder: relative to it)."""
-    run_dir = Path(run.cfg.paths.output_dir).resolve()
+    run_dir = RunFolder.of(run.cfg).root.resolve()
     names = []
     for logger in run.trainer.loggers:
         folder = getattr(logger, "log_dir", None)

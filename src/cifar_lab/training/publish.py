@@ -10,10 +10,11 @@ Lightning's, which load neither MLflow nor W&B: a TensorBoard run never imports 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from cifar_lab.runtime.run_folder import RunFolder
 
 
 def summary_params(cfg: DictConfig) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def summary_params(cfg: DictConfig) -> dict[str, Any]:
         for key, value in cfg.items()
         if key not in ("hydra", "paths")
     }
-    run_dir = str(Path(cfg.paths.output_dir).resolve())
+    run_dir = str(RunFolder.of(cfg).root.resolve())
     return _map_strings(params, lambda s: RUN_MARKER + s[len(run_dir) :] if s.startswith(run_dir) else s)
 
 
