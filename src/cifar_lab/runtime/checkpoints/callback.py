@@ -1,6 +1,7 @@
 """ResumeCheckpoint: the Lightning callback that writes ``checkpoints/resume.ckpt``.
 
-Apart from cifar_lab.runtime.resume so that the signal handling and ``find_latest`` load without Lightning.
+Apart from checkpoints.preemption and checkpoints.latest so that the signal handling and
+``find_latest`` load without Lightning.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
 
-from cifar_lab.runtime.resume import Preempted, Preemption
+from cifar_lab.runtime.checkpoints.preemption import Preempted, Preemption
 from cifar_lab.training.loop import sync_every
 
 

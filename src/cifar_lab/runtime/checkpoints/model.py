@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from cifar_lab.errors import CheckpointError
-from cifar_lab.runtime.checkpoint_io import load_checkpoint
+from cifar_lab.runtime.checkpoints.files import load_checkpoint
 
 
 @dataclass
