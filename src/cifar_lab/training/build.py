@@ -159,6 +159,7 @@ def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: li
     from cifar_lab.runtime.checkpoints.files import SafeCheckpointIO
     from cifar_lab.runtime.distributed import route_ddp_children_through_job_config
     from cifar_lab.runtime.hardware import resolved_precision
+    from cifar_lab.training.lightning_internals import keep_lightning_off_the_signals
     from cifar_lab.training.timing import training_timer
 
     extra: dict[str, Any] = {} if datamodule.val_size > 0 else {"limit_val_batches": 0}
@@ -181,7 +182,7 @@ def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: li
         "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra
     )
     # SIGTERM is ours (Preemption): Lightning's handler would stop without a consistent checkpoint
-    trainer._signal_connector.register_signal_handlers = lambda: None
+    keep_lightning_off_the_signals(trainer)
     return trainer
 
 
