@@ -16,7 +16,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lab.errors import CifarLabError, DataError
-from cifar_lab.runtime.checkpoint import load_trained
+from cifar_lab.runtime.checkpoints.model import load_trained
 from cifar_lab.tasks import cli
 from cifar_lab.tasks.eval import LISTED_CLASSES, SHOWN_AT_EACH_END, evaluate, per_class_lines
 from cifar_lab.tasks.predict import predict_files

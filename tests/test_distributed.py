@@ -40,7 +40,7 @@ def _whole_split_accuracy(ckpt_path) -> float:
 
     from cifar_lab.data.datamodule import CIFARDataModule
     from cifar_lab.data.sources import SyntheticSource
-    from cifar_lab.runtime.checkpoint import load_trained
+    from cifar_lab.runtime.checkpoints.model import load_trained
 
     loaded = load_trained(ckpt_path)
     source = SyntheticSource(num_classes=10, train_per_class=100, test_per_class=20, seed=0)  # data=synthetic, seed 0

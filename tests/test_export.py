@@ -15,7 +15,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from cifar_lab.recipes.tta import tta_logits
-from cifar_lab.runtime.checkpoint import load_trained
+from cifar_lab.runtime.checkpoints.model import load_trained
 from cifar_lab.tasks import cli
 from cifar_lab.tasks.eval import _scoring_module, _test_data, evaluate
 from cifar_lab.tasks.train import train

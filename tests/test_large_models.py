@@ -83,7 +83,7 @@ def resnet18_runs(tmp_path_factory) -> dict:
     """name -> (summary, last.ckpt, the net load_trained rebuilds, run folder), for EMA_DECAYS."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from cifar_lab.runtime.checkpoint import load_trained
+    from cifar_lab.runtime.checkpoints.model import load_trained
     from tests.conftest import compose_config
 
     runs = {}

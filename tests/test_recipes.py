@@ -131,7 +131,7 @@ def test_speed94_recipe_runs_end_to_end_with_fractional_epochs(make_cfg, tmp_pat
     assert metrics["train_time_s"] == pytest.approx(metrics["fit_time_s"] + metrics["test_time_s"], abs=2e-3)
     assert metrics["test/acc"] > 0.3
     # callbacks=none keeps no per-epoch checkpoints, but the final weights are saved for eval/predict
-    from cifar_lab.runtime.checkpoint import load_trained
+    from cifar_lab.runtime.checkpoints.model import load_trained
 
     loaded = load_trained(tmp_path / "checkpoints" / "last.ckpt")
     assert loaded.raw["global_step"] == 15 and sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
@@ -260,7 +260,7 @@ def test_whitening_bias_gradient_stops_on_one_device(world_size, stops_gradient)
 def test_whitening_bias_freeze_reaches_training(make_cfg, tmp_path):
     """module.whiten_bias_epochs through train(): the bias trains in its epoch, then stays put
     (the per-epoch checkpoints hold it), while the rest of the net keeps training."""
-    from cifar_lab.runtime.checkpoint_io import load_checkpoint
+    from cifar_lab.runtime.checkpoints.files import load_checkpoint
 
     cfg = make_cfg(
         "experiment=speed94",

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from cifar_lab.data.loader import DeviceLoader
-from cifar_lab.runtime.resume import Preempted, find_latest
+from cifar_lab.runtime.checkpoints.latest import find_latest
+from cifar_lab.runtime.checkpoints.preemption import Preempted
 from cifar_lab.tasks.train import train
 from tests.conftest import REPO_ROOT
 

@@ -14,7 +14,7 @@ import torch
 
 from cifar_lab.data.sources import ImageFolderSource, TorchvisionCIFAR10
 from cifar_lab.errors import CheckpointError, DataError
-from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO, load_checkpoint
+from cifar_lab.runtime.checkpoints.files import SafeCheckpointIO, load_checkpoint
 from cifar_lab.tasks.train import train
 from tests.conftest import TINY_RUN
 from tests.data.conftest import image_bytes, pack, standard_files

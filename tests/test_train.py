@@ -194,7 +194,7 @@ def test_train_time_leaves_out_validation_and_checkpoint_writes(make_cfg, monkey
     on_train_end): that write is checkpoint time too."""
     import time
 
-    import cifar_lab.runtime.checkpoint_io as checkpoint_io
+    import cifar_lab.runtime.checkpoints.files as checkpoint_io
     from cifar_lab.training.module import ImageClassifier
 
     pause = 0.6

@@ -12,7 +12,7 @@ from PIL import Image
 pytest.importorskip("timm")  # the [timm] extra (the test extra installs it)
 
 from cifar_lab.errors import ConfigError  # noqa: E402
-from cifar_lab.runtime.checkpoint import load_trained  # noqa: E402
+from cifar_lab.runtime.checkpoints.model import load_trained  # noqa: E402
 from cifar_lab.tasks.eval import evaluate  # noqa: E402
 from cifar_lab.tasks.predict import predict_files  # noqa: E402
 from cifar_lab.tasks.train import train  # noqa: E402

@@ -4,7 +4,7 @@ Each batch is mixed with a shuffled copy of itself, and its labels become the ma
 targets (probabilities over the classes), which ``nn.CrossEntropyLoss`` takes as they are.
 With both switched on, each batch draws one of the two (``v2.RandomChoice``), as timm and
 torchvision's reference scripts do. Draws come from torch's global generator, which a
-checkpoint carries (runtime.resume_state), so a resumed run mixes exactly as an uninterrupted one.
+checkpoint carries (runtime.checkpoints.state), so a resumed run mixes exactly as an uninterrupted one.
 """
 
 from __future__ import annotations

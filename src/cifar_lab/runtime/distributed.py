@@ -39,6 +39,6 @@ def job_subprocess_command(local_rank: int) -> tuple[Sequence[str], str]:
 
 def route_ddp_children_through_job_config() -> None:
     """Make Lightning's subprocess launcher use ``job_subprocess_command`` (idempotent)."""
-    from lightning.pytorch.strategies.launchers import subprocess_script
+    from cifar_lab.training.lightning_internals import start_ddp_children_with
 
-    subprocess_script._hydra_subprocess_cmd = job_subprocess_command
+    start_ddp_children_with(job_subprocess_command)

@@ -23,7 +23,7 @@ from typing import Any
 
 CHECKPOINTS_DIR = "checkpoints"
 LAST_FILE = "last.ckpt"  # ModelCheckpoint's save_last name (its CHECKPOINT_NAME_LAST + FILE_EXTENSION)
-RESUME_FILE = "resume.ckpt"  # step and pre-emption saves (runtime.resume_checkpoint)
+RESUME_FILE = "resume.ckpt"  # step and pre-emption saves (runtime.checkpoints.callback)
 METRICS_FILE = "metrics.json"
 LOG_FILE = "train.log"  # Hydra's job log of train.py (named after hydra.job.name)
 HYDRA_DIR = ".hydra"  # Hydra's output_subdir, as conf/hydra leaves it

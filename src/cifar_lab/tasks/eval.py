@@ -48,7 +48,7 @@ def _ckpt_path(cfg: DictConfig) -> Path:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test one checkpoint; write metrics.json and confusion_matrix.png; return the metrics."""
     ckpt_path = _checked_ckpt_path(cfg)
-    from cifar_lab.runtime.checkpoint import load_trained
+    from cifar_lab.runtime.checkpoints.model import load_trained
 
     loaded = load_trained(ckpt_path)
 
@@ -149,7 +149,7 @@ def _checked_ckpt_path(cfg: DictConfig) -> Path:
 
 def _test_data(cfg: DictConfig, loaded, ckpt_path: Path):
     """The test split, normalized as the net was trained; one line when its classes differ."""
-    from cifar_lab.runtime.checkpoint import class_mismatch
+    from cifar_lab.runtime.checkpoints.model import class_mismatch
     from cifar_lab.training.build import build_datamodule
 
     with open_dict(cfg):

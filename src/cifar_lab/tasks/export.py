@@ -60,7 +60,7 @@ def export_checkpoint(
         _check_writable(path)
 
     from cifar_lab.runtime import exporters
-    from cifar_lab.runtime.checkpoint import load_trained
+    from cifar_lab.runtime.checkpoints.model import load_trained
 
     exporters.check_available(fmt)
     loaded = load_trained(ckpt)

@@ -51,7 +51,7 @@ def predict_files(
     import torch
 
     from cifar_lab.data.loader import normalize
-    from cifar_lab.runtime.checkpoint import load_trained
+    from cifar_lab.runtime.checkpoints.model import load_trained
 
     try:
         torch_device = torch.device(device)

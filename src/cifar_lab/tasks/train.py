@@ -56,10 +56,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test, write metrics.json; return the metrics (test/*, val/*, timings).
 
     SIGTERM/SIGINT during training save ``checkpoints/resume.ckpt`` and raise
-    :class:`cifar_lab.runtime.resume.Preempted`; a NaN/inf loss raises NonFiniteLossError and marks
+    :class:`cifar_lab.runtime.checkpoints.preemption.Preempted`; a NaN/inf loss raises NonFiniteLossError and marks
     the run failed in metrics.json. A full disk is one DiskFullError line.
     """
-    from cifar_lab.runtime.resume import Preemption
+    from cifar_lab.runtime.checkpoints.preemption import Preemption
 
     preemption = Preemption()
     preemption.install()
@@ -71,14 +71,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, preemption) -> dict[str, Any]:
-    from cifar_lab.runtime.resume import resume_path
+    from cifar_lab.runtime.checkpoints.latest import resume_path
 
     validate_config(cfg)
     ckpt_path = resume_path(cfg)
 
     import lightning.pytorch as pl
 
-    from cifar_lab.runtime.checkpoint_io import load_checkpoint
+    from cifar_lab.runtime.checkpoints.files import load_checkpoint
     from cifar_lab.runtime.hardware import set_cpu_threads, set_matmul_precision
     from cifar_lab.runtime.logs import route_library_logs_through_hydra
     from cifar_lab.training.build import build_run
@@ -111,8 +111,8 @@ def _fit(run: TrainingRun) -> None:
     """trainer.fit, then the checkpoint eval, predict and resume need (written off the training clock)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from cifar_lab.runtime.resume import Preempted
-    from cifar_lab.runtime.resume_checkpoint import signalled
+    from cifar_lab.runtime.checkpoints.callback import signalled
+    from cifar_lab.runtime.checkpoints.preemption import Preempted
 
     trainer = run.trainer
     folder = RunFolder.of(run.cfg)
@@ -194,7 +194,7 @@ def _is_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """`python train.py ...` and the `cifar-lab-train` console script."""
-    from cifar_lab.runtime.resume import Preempted, PreemptedExit
+    from cifar_lab.runtime.checkpoints.preemption import Preempted, PreemptedExit
 
     with exits_on_user_error():  # a single run's user error: its one line and exit status 2
         try:

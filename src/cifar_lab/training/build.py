@@ -101,7 +101,7 @@ def build_callbacks(cfg: DictConfig, datamodule, loggers: list[Any], preemption)
     resume checkpoints and, in a search, trial pruning (the loggers' run ids are build_run's).
 
     Returns the callbacks and the pruning callback (None outside a search)."""
-    from cifar_lab.runtime.resume_checkpoint import ResumeCheckpoint
+    from cifar_lab.runtime.checkpoints.callback import ResumeCheckpoint
     from cifar_lab.training.timing import TrainingTimer
 
     callbacks_cfg = resolved_group(cfg, "callbacks")
@@ -156,9 +156,10 @@ def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: li
 
     ``resume_from``: (path, checkpoint dict) of a resumed run, handed to the checkpoint IO so
     Lightning does not read the file a second time."""
-    from cifar_lab.runtime.checkpoint_io import SafeCheckpointIO
+    from cifar_lab.runtime.checkpoints.files import SafeCheckpointIO
     from cifar_lab.runtime.distributed import route_ddp_children_through_job_config
     from cifar_lab.runtime.hardware import resolved_precision
+    from cifar_lab.training.lightning_internals import keep_lightning_off_the_signals
     from cifar_lab.training.timing import training_timer
 
     extra: dict[str, Any] = {} if datamodule.val_size > 0 else {"limit_val_batches": 0}
@@ -181,7 +182,7 @@ def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: li
         "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io], **extra
     )
     # SIGTERM is ours (Preemption): Lightning's handler would stop without a consistent checkpoint
-    trainer._signal_connector.register_signal_handlers = lambda: None
+    keep_lightning_off_the_signals(trainer)
     return trainer
 
 
@@ -212,7 +213,7 @@ class TrainingRun:
 def build_run(cfg: DictConfig, preemption, ckpt_path: Path | None, checkpoint: dict[str, Any] | None) -> TrainingRun:
     """Data (set up for fit), module, loggers, callbacks and trainer; a resumed run's
     checkpoint (``ckpt_path``, already read as ``checkpoint``) is checked against them first."""
-    from cifar_lab.runtime.checkpoint import check_resumable
+    from cifar_lab.runtime.checkpoints.model import check_resumable
 
     datamodule = build_datamodule(cfg, stage="fit")
     module = build_module(cfg, datamodule)

@@ -65,7 +65,8 @@ def write_failure(cfg: DictConfig, trainer, status: RunStatus, error: str, **mor
 def fit_failures(cfg: DictConfig, trainer, preemption) -> Iterator[None]:
     """Around ``trainer.fit``: record each way training can stop early, then re-raise it."""
     from cifar_lab.errors import NonFiniteLossError
-    from cifar_lab.runtime.resume import Preempted, find_latest
+    from cifar_lab.runtime.checkpoints.latest import find_latest, resume_command
+    from cifar_lab.runtime.checkpoints.preemption import Preempted
 
     preemption.phase = "training"
     try:
@@ -92,21 +93,9 @@ def fit_failures(cfg: DictConfig, trainer, preemption) -> Iterator[None]:
         preemption.phase = "finishing"
 
 
-def resume_command(cfg: DictConfig) -> str:
-    """The command line that continues this run in its own folder."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from cifar_lab.runtime.resume import resume_command as command_for
-
-    overrides: list[str] = []
-    if HydraConfig.initialized():
-        overrides = list(HydraConfig.get().overrides.task)
-    return command_for(cfg.paths.output_dir, overrides)
-
-
 def stop_if_signalled_after_training(preemption) -> None:
     """A signal during the test pass: the run completed and wrote its metrics, then stops."""
-    from cifar_lab.runtime.resume import Preempted
+    from cifar_lab.runtime.checkpoints.preemption import Preempted
 
     if preemption.requested:
         stop = Preempted(preemption.signum)

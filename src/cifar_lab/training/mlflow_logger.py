@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from cifar_lab.training.lightning_internals import flatten_hyperparams
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class MLFlowLogger(LightningMLFlowLogger):
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
         # Lightning's own flattening (the parent flattens again: a no-op on flat keys)
-        flat = _flatten_dict(_convert_params(params))
+        flat = flatten_hyperparams(params)
         logged = self.experiment.get_run(self.run_id).data.params
         changed = {k: v for k, v in flat.items() if k in logged and logged[k] != str(v)[:PARAM_CHARS]}
         super().log_hyperparams({k: v for k, v in flat.items() if k not in changed})

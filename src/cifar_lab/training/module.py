@@ -12,7 +12,7 @@ from torch import nn
 from cifar_lab.config.module import validate_module_options
 from cifar_lab.recipes.mixing import batch_mix
 from cifar_lab.recipes.tta import tta_logits
-from cifar_lab.runtime.resume_state import restore_resume_state, resume_state
+from cifar_lab.runtime.checkpoints.state import restore_resume_state, resume_state
 from cifar_lab.training.finite import check_before_save
 from cifar_lab.training.loop import ends_epoch
 from cifar_lab.training.metrics import stage_metrics

@@ -20,7 +20,7 @@ from cifar_lab.runtime.run_folder import RunFolder
 def summary_params(cfg: DictConfig) -> dict[str, Any]:
     """The run's config as hparams (Hydra's own settings and the paths left out), with paths
     inside the run folder as <run>/...: no user folders in logs."""
-    from cifar_lab.runtime.checkpoint_io import RUN_MARKER, _map_strings
+    from cifar_lab.runtime.checkpoints.files import RUN_MARKER, _map_strings
 
     params = {
         key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

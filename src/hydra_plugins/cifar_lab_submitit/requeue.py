@@ -16,7 +16,8 @@ import logging
 import signal
 from typing import Any
 
-from cifar_lab.runtime.resume import PreemptedExit, also_preempt_on, without_resume
+from cifar_lab.runtime.checkpoints.latest import without_resume
+from cifar_lab.runtime.checkpoints.preemption import PreemptedExit, also_preempt_on
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from typing import Any
 from torch import nn
 
 from cifar_lab.errors import CheckpointError
-from cifar_lab.runtime.checkpoint_io import load_checkpoint
+from cifar_lab.runtime.checkpoints.files import load_checkpoint
+from cifar_lab.training.lightning_internals import saved_loader_states
 
 
 @dataclass
@@ -84,10 +85,7 @@ def check_resumable(checkpoint: dict[str, Any], module, batch_size: int, path: s
     problems = _config_differences(checkpoint, module) or _weight_differences(
         checkpoint["state_dict"], module.state_dict()
     )
-    loader_states = (((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("state_dict") or {}).get(
-        "combined_loader"
-    ) or []
-    for state in loader_states[:1]:
+    for state in saved_loader_states(checkpoint)[:1]:
         if isinstance(state, dict) and state.get("batch_size") not in (None, batch_size):
             problems.append(f"it trained with data.batch_size={state['batch_size']}, this run has {batch_size}")
     if problems:

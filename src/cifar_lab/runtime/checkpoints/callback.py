@@ -1,6 +1,7 @@
 """ResumeCheckpoint: the Lightning callback that writes ``checkpoints/resume.ckpt``.
 
-Apart from cifar_lab.runtime.resume so that the signal handling and ``find_latest`` load without Lightning.
+Apart from checkpoints.preemption and checkpoints.latest so that the signal handling and
+``find_latest`` load without Lightning.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Checkpoint
 
-from cifar_lab.runtime.resume import Preempted, Preemption
+from cifar_lab.runtime.checkpoints.preemption import Preempted, Preemption
+from cifar_lab.training.lightning_internals import fit_combined_loader, saved_loader_states
 from cifar_lab.training.loop import sync_every
 
 
@@ -51,12 +53,11 @@ class ResumeCheckpoint(Checkpoint):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
-        self._loader_states = list((fit_loop.get("state_dict") or {}).get("combined_loader") or [])
+        self._loader_states = saved_loader_states(checkpoint)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         states, self._loader_states = self._loader_states, []
-        combined = trainer.fit_loop._combined_loader
+        combined = fit_combined_loader(trainer)
         if not states or combined is None:
             return
         loaders = [dl for dl in combined.flattened if hasattr(dl, "load_state_dict") and hasattr(dl, "state_dict")]
