@@ -172,7 +172,7 @@ def build_trainer(cfg: DictConfig, datamodule, callbacks: list[Any], loggers: li
         extra["profiler"] = NoProfiler()  # no profiling asked for: no per-hook cost either
     timer = training_timer(callbacks)
     checkpoint_io = SafeCheckpointIO(
-        Path(cfg.paths.output_dir),
+        RunFolder.of(cfg).root,
         clock=timer.clock if timer is not None else None,
     )
     if resume_from is not None:

@@ -38,7 +38,7 @@ def disk_full_as_error(cfg: DictConfig) -> Iterator[None]:
         if exc.errno in _DISK_FULL:
             raise DiskFullError(
                 f"the disk is full: could not write {display_path(Path(exc.filename)) if exc.filename else 'the outputs'} "
-                f"of '{display_path(Path(cfg.paths.output_dir))}' ({exc.strerror}); free space and resume with resume=latest"
+                f"of '{display_path(RunFolder.of(cfg).root)}' ({exc.strerror}); free space and resume with resume=latest"
             ) from None
         raise
 

@@ -124,7 +124,7 @@ def plan_lines(run: TrainingRun) -> list[str]:
         "length": _length_line(run),
         "precision": _device_line(run),
         "optimizer": _optimizer_line(run.cfg),
-        "run folder": display_path(run.cfg.paths.output_dir),
+        "run folder": display_path(RunFolder.of(run.cfg).root),
         "loggers": _loggers_line(run),
     }
     if run.ckpt_path is not None:
