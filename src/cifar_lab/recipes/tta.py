@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from cifar_lab.config.module import TTA_LEVELS  # noqa: F401  (the levels below; checked in config)
+from cifar_lab.config.module import TTA_LEVELS  # noqa: F401  (the levels below; checked in config.module)
 
 
 def _mirror(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:

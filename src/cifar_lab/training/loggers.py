@@ -7,7 +7,7 @@ checkpoint); MLflow's and W&B's runs live outside the folder, so the run's id (L
 the logger's constructor (``run_id``, ``id``) when a checkpoint is resumed. The id lives in the
 checkpoint, not beside it: a run that restarts from scratch (no checkpoint yet) is a new run.
 
-No torch or Lightning at import: ``config.validate_config`` checks the extras before they load.
+No torch or Lightning at import: ``config.check.validate_config`` checks the extras before they load.
 """
 
 from __future__ import annotations

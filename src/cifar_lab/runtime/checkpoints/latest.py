@@ -75,7 +75,7 @@ def checkpoint_dirs(cfg) -> list[Path]:
 
 def resume_path(cfg) -> Path | None:
     """The checkpoint to continue from: ckpt_path, or with resume=latest the run folder's newest
-    (config.validate_config checked both settings)."""
+    (config.check.validate_config checked both settings)."""
     from cifar_lab.runtime.logs import display_path
 
     if cfg.get("ckpt_path"):
