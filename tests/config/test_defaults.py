@@ -112,3 +112,18 @@ def test_no_check_writes_a_default() -> None:
                 if default not in allowed:
                     written.append(f"{path.name}:{call.lineno} get(..., {ast.unparse(call.args[1])}, {default})")
     assert not written, "defaults written in a check: " + "; ".join(written)
+
+
+def test_the_augmentation_keys_are_augment_specs_fields_and_the_datamodules_arguments() -> None:
+    """data.* augmentation keys: the rule's list (config.data.AUGMENT_OPTIONS), AugmentSpec's
+    fields and CIFARDataModule's arguments name the same options, with the same defaults in the
+    datamodule as in conf/data/cifar10.yaml (test above); a new option missed in one fails here."""
+    import dataclasses
+
+    from cifar_lab.config.data import AUGMENT_OPTIONS
+    from cifar_lab.data.datamodule import CIFARDataModule
+    from cifar_lab.data.loader import AugmentSpec
+
+    fields = {f.name for f in dataclasses.fields(AugmentSpec) if f.init}
+    assert fields == {*AUGMENT_OPTIONS, "crop", "crop_epochs"}
+    assert fields <= set(inspect.signature(CIFARDataModule).parameters)
