@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from cifar_lab.config.run import check_seed, training_epochs
-from cifar_lab.config.values import ABSENT, get, is_int, is_number, one_of, plain, require
+from cifar_lab.config.values import ABSENT, Rule, check_given, get, is_int, is_number, one_of, plain, present, require
 from cifar_lab.errors import ConfigError
 
 # horizontal-flip modes of the data loader (cifar_lab.data.augment uses these)
@@ -32,8 +32,6 @@ AUGMENT_OPTIONS = (
     "policy_ops",
     "policy_magnitude",
 )
-# CIFARDataModule's own keys
-LOADER_OPTIONS = ("batch_size", "eval_batch_size", "val_size")
 # training-set sizes of sources whose size is known without reading them
 _KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int | None]] = {
     "cifar_lab.data.sources.TorchvisionCIFAR": lambda src: 50_000,  # CIFAR-10 and CIFAR-100 alike
@@ -44,40 +42,26 @@ _KNOWN_TRAIN_SIZE: dict[str, Callable[[DictConfig], int | None]] = {
 }
 
 
+# each data.* value's rule, in the order they are checked (crops: crop_stages; the rest: the source's)
+RULES: dict[str, Rule] = {
+    "batch_size": (lambda v: is_int(v) and v > 0, "must be a positive integer"),
+    "eval_batch_size": (lambda v: is_int(v) and v > 0, "must be a positive integer"),
+    "val_size": (lambda v: is_int(v) and v >= 0, "must be a whole number >= 0 (0 turns validation off)"),
+    "translate": (lambda v: is_int(v) and v >= 0, "must be a whole number of pixels >= 0"),
+    "cutout": (lambda v: is_int(v) and v >= 0, "must be a whole number of pixels >= 0"),
+    "flip": one_of(FLIP_MODES),
+    "translate_padding": one_of(TRANSLATE_PADDINGS),
+    "cutout_mode": one_of(CUTOUT_MODES),
+    "policy": one_of(POLICIES),
+    "policy_ops": (lambda v: is_int(v) and v >= 1, "must be a whole number >= 1 (RandAugment: 2)"),
+    "policy_magnitude": (lambda v: is_int(v) and 0 <= v <= 30, "must be a whole number from 0 to 30 (RandAugment: 9)"),
+}
+
+
 def validate_data_options(options: dict[str, Any]) -> None:
     """The data.* values both the config check and their constructors (CIFARDataModule,
     AugmentSpec) rely on: the one home of these rules; a key not given is not checked."""
-    for key in ("batch_size", "eval_batch_size"):
-        if key in options:
-            value = options[key]
-            require(is_int(value) and value > 0, f"data.{key}={value!r} must be a positive integer")
-    if "val_size" in options:
-        val_size = options["val_size"]
-        require(
-            is_int(val_size) and val_size >= 0,
-            f"data.val_size={val_size!r} must be a whole number >= 0 (0 turns validation off)",
-        )
-    for key in ("translate", "cutout"):
-        if key in options:
-            value = options[key]
-            require(is_int(value) and value >= 0, f"data.{key}={value!r} must be a whole number of pixels >= 0")
-    for key, allowed in (
-        ("flip", FLIP_MODES),
-        ("translate_padding", TRANSLATE_PADDINGS),
-        ("cutout_mode", CUTOUT_MODES),
-        ("policy", POLICIES),
-    ):
-        if key in options:
-            one_of(f"data.{key}", options[key], allowed)
-    if "policy_ops" in options:
-        ops = options["policy_ops"]
-        require(is_int(ops) and ops >= 1, f"data.policy_ops={ops!r} must be a whole number >= 1 (RandAugment: 2)")
-    if "policy_magnitude" in options:
-        magnitude = options["policy_magnitude"]
-        require(
-            is_int(magnitude) and 0 <= magnitude <= 30,
-            f"data.policy_magnitude={magnitude!r} must be a whole number from 0 to 30 (RandAugment: 9)",
-        )
+    check_given(options, "data", RULES)
 
 
 def crop_stages(crop: Any, crop_epochs: Any) -> tuple[tuple[int, int], ...]:
@@ -118,11 +102,11 @@ def validate_data_config(cfg: DictConfig) -> None:
     check_seed(cfg, "seed")  # first: data.seed is ${seed} unless typed
     check_seed(cfg, "data.seed")
     # every key is optional: configs saved before a key existed lack it, and its default applies
-    options = {key: get(cfg, f"data.{key}", ABSENT) for key in (*LOADER_OPTIONS, *AUGMENT_OPTIONS)}
-    validate_data_options({key: value for key, value in options.items() if value is not ABSENT})
+    options = present(cfg, "data", tuple(RULES))
+    validate_data_options(options)
     _check_normalization(cfg)
     _check_crops(cfg)
-    _check_source(cfg, options["val_size"])
+    _check_source(cfg, options.get("val_size", ABSENT))
 
 
 def _check_normalization(cfg: DictConfig) -> None:

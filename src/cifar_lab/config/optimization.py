@@ -7,35 +7,23 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cifar_lab.config.values import get, is_int, is_number, plain, present, require
+from cifar_lab.config.values import Rule, check_given, get, is_int, is_number, plain, present, require
 
-_OPTIMIZER_OPTIONS = ("weight_decay", "momentum", "muon_lr", "muon_momentum", "ns_steps")
+# each optimizer.* value's rule, in the order they are checked
+RULES: dict[str, Rule] = {
+    "lr": (lambda v: is_number(v) and v > 0, "must be a positive number"),
+    "weight_decay": (lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
+    "momentum": (lambda v: is_number(v) and 0 <= v < 1, "must be in [0, 1)"),
+    "muon_momentum": (lambda v: is_number(v) and 0 <= v < 1, "must be in [0, 1)"),
+    "muon_lr": (lambda v: is_number(v) and v > 0, "must be > 0 (airbench94_muon: 0.24 at batch 2000)"),
+    "ns_steps": (lambda v: is_int(v) and v >= 1, "must be a whole number >= 1 (airbench uses 3)"),
+}
 
 
 def validate_optimizer_options(options: dict[str, Any]) -> None:
     """The optimizer.* values both the config check and the optimizer factories (decoupled_sgd,
     decoupled_muon) rely on: the one home of these rules; a key not given is not checked."""
-    if "lr" in options:
-        lr = options["lr"]
-        require(is_number(lr) and lr > 0, f"optimizer.lr={lr!r} must be a positive number")
-    if "weight_decay" in options:
-        decay = options["weight_decay"]
-        require(is_number(decay) and decay >= 0, f"optimizer.weight_decay={decay!r} must be a number >= 0")
-    for key in ("momentum", "muon_momentum"):
-        if key in options:
-            value = options[key]
-            require(is_number(value) and 0 <= value < 1, f"optimizer.{key}={value!r} must be in [0, 1)")
-    if "muon_lr" in options:
-        muon_lr = options["muon_lr"]
-        require(
-            is_number(muon_lr) and muon_lr > 0,
-            f"optimizer.muon_lr={muon_lr!r} must be > 0 (airbench94_muon: 0.24 at batch 2000)",
-        )
-    if "ns_steps" in options:
-        steps = options["ns_steps"]
-        require(
-            is_int(steps) and steps >= 1, f"optimizer.ns_steps={steps!r} must be a whole number >= 1 (airbench uses 3)"
-        )
+    check_given(options, "optimizer", RULES)
 
 
 def check_schedule(values: dict[str, Any]) -> None:
@@ -73,7 +61,7 @@ def validate_optimization(cfg: DictConfig) -> None:
     require(get(cfg, "model._target_", None) is not None, "model has no _target_: pick one with model=NAME")
     require(get(cfg, "optimizer._target_", None) is not None, "optimizer has no _target_: pick one with optimizer=NAME")
     lr = get(cfg, "optimizer.lr")  # required: every optimizer takes one
-    validate_optimizer_options({"lr": lr, **present(cfg, "optimizer", _OPTIMIZER_OPTIONS)})
+    validate_optimizer_options({**present(cfg, "optimizer", tuple(RULES)), "lr": lr})
     scheduler = get(cfg, "scheduler", None)
     require(
         not scheduler or "_target_" in scheduler,

@@ -7,6 +7,7 @@ the code that receives the value applies its own default, so no check writes a d
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -56,5 +57,20 @@ def plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
-def one_of(key: str, value: Any, allowed: tuple[Any, ...]) -> None:
-    require(value in allowed, f"{key}={plain(value)!r} is not one of: {', '.join(map(str, allowed))}")
+# a value's rule: the test it must pass, and what the error line says after "<key>=<value> "
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def one_of(allowed: tuple[Any, ...]) -> Rule:
+    """The rule of a value that must be one of ``allowed``."""
+    return (lambda value: value in allowed, f"is not one of: {', '.join(map(str, allowed))}")
+
+
+def check_given(options: Mapping[str, Any], group: str, rules: Mapping[str, Rule]) -> None:
+    """Each of ``rules``' keys that ``options`` gives, in the rules' order, refused in one line
+    ``<group>.<key>=<value> <why>`` unless it passes; a key not given is not checked (its owner's
+    default applies), and keys without a rule are not this group's to check."""
+    for key, (ok, why) in rules.items():
+        if key in options:
+            value = options[key]
+            require(ok(value), f"{group}.{key}={value!r} {why}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
+from cifar_lab.config.values import Rule, check_given, is_int
 from cifar_lab.data.arrays import ImageArrays
 from cifar_lab.data.cache import (
     cache_file,
@@ -25,6 +26,11 @@ from cifar_lab.errors import ConfigError, DataError, one_line
 log = logging.getLogger(__name__)
 
 _SIZE_MODES = ("resize", "error")
+# the constructor's arguments' rules (data.source.*)
+_RULES: dict[str, Rule] = {
+    "on_size_mismatch": (lambda v: v in _SIZE_MODES, f"must be one of: {', '.join(_SIZE_MODES)}"),
+    "image_size": (lambda v: is_int(v) and v >= 1, "must be a positive integer"),
+}
 
 
 class ImageFolderSource:
@@ -42,12 +48,7 @@ class ImageFolderSource:
         image_size: int = 32,
         on_size_mismatch: str = "resize",
     ) -> None:
-        if on_size_mismatch not in _SIZE_MODES:
-            raise ConfigError(
-                f"data.source.on_size_mismatch={on_size_mismatch!r} must be one of: {', '.join(_SIZE_MODES)}"
-            )
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ConfigError(f"data.source.image_size={image_size!r} must be a positive integer")
+        check_given(dict(on_size_mismatch=on_size_mismatch, image_size=image_size), "data.source", _RULES)
         self.path = path
         self.cache_dir = cache_dir
         self.image_size = image_size

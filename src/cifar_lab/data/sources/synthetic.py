@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from cifar_lab.config.values import Rule, check_given, is_int, is_number
 from cifar_lab.data.arrays import ImageArrays
-from cifar_lab.errors import ConfigError
+
+_POSITIVE: Rule = (lambda v: is_int(v) and v >= 1, "must be a positive integer")
+# the constructor's arguments' rules (data.source.*)
+_RULES: dict[str, Rule] = {
+    "num_classes": _POSITIVE,
+    "train_per_class": _POSITIVE,
+    "test_per_class": _POSITIVE,
+    "image_size": _POSITIVE,
+    "noise": (lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
+    "seed": (lambda v: is_int(v) and v >= 0, "must be a whole number >= 0"),
+}
 
 
 class SyntheticSource:
@@ -31,18 +42,8 @@ class SyntheticSource:
         noise: float = 0.5,  # std of the pixel noise, relative to the pattern's (~1)
         seed: int = 0,
     ) -> None:
-        for name, value in (
-            ("num_classes", num_classes),
-            ("train_per_class", train_per_class),
-            ("test_per_class", test_per_class),
-            ("image_size", image_size),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.source.{name}={value!r} must be a positive integer")
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
-            raise ConfigError(f"data.source.noise={noise!r} must be a number >= 0")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"data.source.seed={seed!r} must be a whole number >= 0")
+        sizes = dict(num_classes=num_classes, train_per_class=train_per_class, test_per_class=test_per_class)
+        check_given({**sizes, "image_size": image_size, "noise": noise, "seed": seed}, "data.source", _RULES)
         self.num_classes = num_classes
         self.train_per_class = train_per_class
         self.test_per_class = test_per_class
