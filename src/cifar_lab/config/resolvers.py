@@ -1,5 +1,6 @@
-"""The ``${cifar_lab.*:...}`` resolvers the YAML configs use: registered by the entry points
-(tasks.train, tasks.eval) before Hydra composes, not as a side effect of an import."""
+"""The ``${cifar_lab.*:...}`` resolvers the YAML configs use: registered by the entry-point
+module (importing tasks.train, which tasks.eval imports too) before Hydra composes, and by the
+tests' compose helper; importing a rule does not register them."""
 
 from __future__ import annotations
 

@@ -16,20 +16,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cifar_lab.config.data import validate_data_config
-from cifar_lab.config.resolvers import register_resolvers
 from cifar_lab.config.run import ignored_value, typed_keys
 from cifar_lab.errors import CheckpointError, ConfigError, exits_on_user_error
 from cifar_lab.instantiate import instantiate_at
 from cifar_lab.overrides import overrides_read_first
 from cifar_lab.runtime.run_folder import RunFolder, RunStatus
-from cifar_lab.tasks.train import config_dir
+from cifar_lab.tasks.train import config_dir  # importing it registers the cifar_lab.* resolvers
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-register_resolvers()  # before @hydra.main composes: conf/ interpolates ${cifar_lab.*:...}
 
 # data settings eval replaces (below, with open_dict): typed ones would be ignored
 _FROM_THE_CHECKPOINT = {

@@ -20,15 +20,14 @@ from cifar_lab.runtime.run_folder import RunFolder
 def summary_params(cfg: DictConfig) -> dict[str, Any]:
     """The run's config as hparams (Hydra's own settings and the paths left out), with paths
     inside the run folder as <run>/...: no user folders in logs."""
-    from cifar_lab.runtime.checkpoints.files import RUN_MARKER, _map_strings
+    from cifar_lab.runtime.checkpoints.files import portable_paths
 
     params = {
         key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         for key, value in cfg.items()
         if key not in ("hydra", "paths")
     }
-    run_dir = str(RunFolder.of(cfg).root.resolve())
-    return _map_strings(params, lambda s: RUN_MARKER + s[len(run_dir) :] if s.startswith(run_dir) else s)
+    return portable_paths(params, RunFolder.of(cfg).root.resolve())
 
 
 def publish_summary(loggers: list[Any], cfg: DictConfig, summary: dict[str, Any]) -> None:

@@ -42,8 +42,18 @@ class SyntheticSource:
         noise: float = 0.5,  # std of the pixel noise, relative to the pattern's (~1)
         seed: int = 0,
     ) -> None:
-        sizes = dict(num_classes=num_classes, train_per_class=train_per_class, test_per_class=test_per_class)
-        check_given({**sizes, "image_size": image_size, "noise": noise, "seed": seed}, "data.source", _RULES)
+        check_given(
+            dict(
+                num_classes=num_classes,
+                train_per_class=train_per_class,
+                test_per_class=test_per_class,
+                image_size=image_size,
+                noise=noise,
+                seed=seed,
+            ),
+            "data.source",
+            _RULES,
+        )
         self.num_classes = num_classes
         self.train_per_class = train_per_class
         self.test_per_class = test_per_class

@@ -92,7 +92,9 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     return value
 
 
-def _relative_paths(checkpoint: dict[str, Any], run_dir: Path, target: Path) -> dict[str, Any]:
+def portable_paths(value: Any, run_dir: Path) -> Any:
+    """``value`` with every path inside ``run_dir`` written as ``<run>/...`` (dict keys too): what
+    checkpoints and the loggers' hparams store, so neither names a user's folder."""
     prefix = str(run_dir) + os.sep
 
     def rel(text: str) -> str:
@@ -100,7 +102,11 @@ def _relative_paths(checkpoint: dict[str, Any], run_dir: Path, target: Path) -> 
             return RUN_MARKER
         return RUN_MARKER + "/" + text[len(prefix) :].replace(os.sep, "/") if text.startswith(prefix) else text
 
-    out = {k: (v if k == "state_dict" else _map_strings(v, rel)) for k, v in checkpoint.items()}
+    return _map_strings(value, rel)
+
+
+def _relative_paths(checkpoint: dict[str, Any], run_dir: Path, target: Path) -> dict[str, Any]:
+    out = {k: (v if k == "state_dict" else portable_paths(v, run_dir)) for k, v in checkpoint.items()}
     out[_RUN_DIR_KEY] = os.path.relpath(run_dir, target.parent)
     return out
 
